@@ -1,0 +1,22 @@
+"""Marketo Engage REST client and the bundled simulator.
+
+This package knows Marketo's protocol and nothing of the gate's decisions or
+of HTTP requests made to the gate.
+"""
+from gateway.marketo.errors import (
+    MarketoAuthError,
+    MarketoConfigError,
+    MarketoError,
+    MarketoQuotaExceeded,
+    MarketoRequestError,
+    MarketoUnavailable,
+)
+
+__all__ = [
+    "MarketoAuthError",
+    "MarketoConfigError",
+    "MarketoError",
+    "MarketoQuotaExceeded",
+    "MarketoRequestError",
+    "MarketoUnavailable",
+]

@@ -1,0 +1,34 @@
+"""Why Marketo could not answer. Every failure of the client is one of these."""
+
+
+class MarketoError(Exception):
+    """Marketo could not answer. `code` is Marketo's error code when it gave one."""
+
+    retryable = False
+
+    def __init__(self, message: str, code: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+
+class MarketoUnavailable(MarketoError):
+    """Timeouts, network errors, 5xx, 604/608/611/713, 606/615 that outlasted the deadline."""
+
+    retryable = True
+
+
+class MarketoQuotaExceeded(MarketoError):
+    """607: the instance's daily quota is used up; no calls until the reset."""
+
+
+class MarketoAuthError(MarketoError):
+    """The identity service refused the client id / secret."""
+
+
+class MarketoConfigError(MarketoError):
+    """603 access denied, or Marketo is not configured at all."""
+
+
+class MarketoRequestError(MarketoError):
+    """609/610/612/1003 and other errors that mean the request itself was wrong."""
