@@ -1,0 +1,61 @@
+"""The Marketo unsubscribe gate: a pre-send check between sales reps and people who unsubscribed."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from flask import Flask
+
+from gateway.cache import TTLCache
+from gateway.checks import CheckService
+from gateway.config import GateConfig, load_config
+from gateway.store import Store
+from gateway.store.db import make_engine
+
+
+@dataclass
+class Gate:
+    """Everything a request handler needs, built once per process by create_app."""
+
+    config: GateConfig
+    store: Store
+    marketo: object | None
+    cache: TTLCache
+    checks: CheckService
+
+
+def build_marketo_client(config: GateConfig):
+    if not config.marketo_configured:
+        return None
+    from gateway.marketo.client import MarketoClient
+
+    return MarketoClient(
+        config.marketo_base_url,
+        config.marketo_client_id,
+        config.marketo_client_secret,
+        request_timeout=config.marketo_request_timeout,
+        max_concurrency=config.marketo_max_concurrency,
+    )
+
+
+def create_app(config: GateConfig | None = None, *, marketo=None) -> Flask:
+    app = Flask(__name__, instance_relative_config=False)
+    config = config or load_config(instance_path=app.instance_path)
+    app.config.update(SECRET_KEY=config.secret_key, MAX_CONTENT_LENGTH=config.max_content_length)
+    app.json.sort_keys = False
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    store = Store(make_engine(config.database_url))
+    marketo = marketo if marketo is not None else build_marketo_client(config)
+    cache = TTLCache(config.cache_ttl, config.cache_max_entries)
+    checks = CheckService(store, marketo, cache, default_failure_mode=config.failure_mode, timeout=config.check_timeout)
+    app.extensions["gate"] = Gate(config=config, store=store, marketo=marketo, cache=cache, checks=checks)
+
+    from gateway import admin
+    from gateway.api import callouts, errors, health
+
+    errors.register_error_handlers(app)
+    app.register_blueprint(callouts.bp)
+    app.register_blueprint(admin.bp)
+    app.register_blueprint(health.bp)
+    return app

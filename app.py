@@ -1,0 +1,4 @@
+"""WSGI entry: `gunicorn app:app`."""
+from gateway import create_app
+
+app = create_app()

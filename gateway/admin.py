@@ -1,0 +1,138 @@
+"""Admin API: the global Marketo check switch, the failure policy, and the log of blocked sends."""
+from __future__ import annotations
+
+import csv
+import io
+from datetime import timedelta
+
+from flask import Blueprint, Response, current_app, g, jsonify, request, stream_with_context
+
+from gateway.api.auth import require
+from gateway.api.callouts import json_body
+from gateway.api.errors import ApiError
+from gateway.checks import CONNECTED_MESSAGE, describe_marketo_error
+from gateway.marketo import MarketoError
+from gateway.store import Settings, utcnow
+from schemas.admin import (
+    BlockedSendSchema,
+    BlockedSendsPageSchema,
+    BlockedSendsQuerySchema,
+    SettingsPatchSchema,
+    SettingsSchema,
+    encode_cursor,
+)
+
+bp = Blueprint("admin", __name__, url_prefix="/v1/admin")
+
+STATUS_MAX_AGE = timedelta(minutes=5)  # how stale a shown connection status may be before it is tested again
+DEFAULT_PAGE = 50
+NOT_CONFIGURED = "Marketo is not configured: set MARKETO_BASE_URL, MARKETO_CLIENT_ID and MARKETO_CLIENT_SECRET."
+CSV_COLUMNS = ("at", "check_id", "source", "workflow", "sender", "recipient", "reason_code", "message_id")
+
+settings_schema = SettingsSchema()
+patch_schema = SettingsPatchSchema()
+query_schema = BlockedSendsQuerySchema()
+blocked_send_schema = BlockedSendSchema()
+page_schema = BlockedSendsPageSchema()
+
+
+def _gate():
+    return current_app.extensions["gate"]
+
+
+def test_marketo_connection() -> tuple[bool, str]:
+    """Ask Marketo for a token and one lookup; remember the outcome for the settings page."""
+    gate = _gate()
+    if gate.marketo is None:
+        connected, message = False, NOT_CONFIGURED
+    else:
+        try:
+            gate.marketo.check_connection(timeout=gate.config.check_timeout)
+            connected, message = True, CONNECTED_MESSAGE
+        except MarketoError as error:
+            connected, message = False, describe_marketo_error(error)
+    gate.store.record_marketo_status(connected, message)
+    return connected, message
+
+
+def settings_answer(settings: Settings) -> dict:
+    gate = _gate()
+    return settings_schema.dump(
+        {
+            "marketo_check_enabled": settings.marketo_check_enabled,
+            "failure_mode": gate.checks.failure_mode(settings),
+            "marketo": {
+                "configured": gate.marketo is not None,
+                "connected": settings.marketo_connected,
+                "message": settings.marketo_message or ("Not tested yet." if gate.marketo else NOT_CONFIGURED),
+                "checked_at": settings.marketo_checked_at,
+            },
+            "updated_at": settings.updated_at,
+            "updated_by": settings.updated_by,
+        }
+    )
+
+
+@bp.get("/settings")
+@require("admin")
+def get_settings():
+    settings = _gate().store.settings()
+    if settings.marketo_checked_at is None or utcnow() - settings.marketo_checked_at > STATUS_MAX_AGE:
+        test_marketo_connection()
+        settings = _gate().store.settings()
+    return jsonify(settings_answer(settings))
+
+
+@bp.patch("/settings")
+@require("admin")
+def patch_settings():
+    changes = patch_schema.load(json_body())
+    if changes.get("marketo_check_enabled"):
+        connected, message = test_marketo_connection()
+        if not connected:
+            raise ApiError(409, "marketo_not_connected", f"The check stays off: {message}")
+    settings = _gate().store.update_settings(changes, updated_by=g.principal.name)
+    return jsonify(settings_answer(settings))
+
+
+@bp.get("/blocked-sends")
+@require("admin")
+def blocked_sends():
+    query = query_schema.load(request.args.to_dict())
+    store = _gate().store
+    if query["format"] == "csv":
+        return _csv_answer(store, query)
+    limit = query.get("limit", DEFAULT_PAGE)
+    rows = store.blocked_sends(limit=limit + 1, before_id=query.get("cursor"))
+    page, more = rows[:limit], len(rows) > limit
+    return jsonify(
+        page_schema.dump(
+            {"items": page, "next_cursor": encode_cursor(page[-1].id) if more else None}
+        )
+    )
+
+
+def _csv_answer(store, query) -> Response:
+    """Without `limit`, every row from the cursor on: an export; with it, one page and `X-Next-Cursor`."""
+    headers = {"Content-Disposition": "attachment; filename=blocked-sends.csv"}
+    if "limit" in query:
+        rows = store.blocked_sends(limit=query["limit"] + 1, before_id=query.get("cursor"))
+        if len(rows) > query["limit"]:
+            rows = rows[: query["limit"]]
+            headers["X-Next-Cursor"] = encode_cursor(rows[-1].id)
+    else:
+        rows = store.iter_blocked_sends(before_id=query.get("cursor"))
+
+    def lines():
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: "" if v is None else v for k, v in blocked_send_schema.dump(row).items()})
+            if buffer.tell() > 64 * 1024:
+                yield buffer.getvalue()
+                buffer.seek(0)
+                buffer.truncate()
+        yield buffer.getvalue()
+
+    return Response(stream_with_context(lines()), mimetype="text/csv", headers=headers)

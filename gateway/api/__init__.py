@@ -1,0 +1,1 @@
+"""HTTP endpoints for callers: the pre-send callouts, health, errors and authentication."""

@@ -1,0 +1,71 @@
+"""The three pre-send callouts. Each caller's schema turns its shape into one CheckRequest; one path decides."""
+from __future__ import annotations
+
+import json
+import time
+
+from flask import Blueprint, current_app, jsonify, request
+from marshmallow import Schema
+
+from gateway.api.auth import require
+from gateway.api.errors import ApiError
+from gateway.checks import CheckOutcome
+from gateway.decisions import CheckRequest
+from schemas.checks import CheckRequestSchema
+from schemas.common import CheckAnswerSchema, MessageResultSchema
+from schemas.email_client import EmailClientCalloutSchema
+from schemas.salesforce import SalesforceCalloutSchema
+
+bp = Blueprint("callouts", __name__)
+
+check_request_schema = CheckRequestSchema()
+salesforce_schema = SalesforceCalloutSchema()
+email_client_schema = EmailClientCalloutSchema()
+answer_schema = CheckAnswerSchema()
+message_result_schema = MessageResultSchema()
+
+
+def json_body():
+    if request.mimetype != "application/json":
+        raise ApiError(415, "unsupported_media_type", "Send the body as application/json.")
+    try:
+        return json.loads(request.get_data(cache=True))
+    except (ValueError, RecursionError):
+        raise ApiError(400, "invalid_json", "The body is not valid JSON.") from None
+
+
+def load_check(schema: Schema) -> CheckRequest:
+    check = schema.load(json_body())  # marshmallow's ValidationError becomes a 422 with its messages
+    limit = current_app.extensions["gate"].config.max_recipients
+    count = sum(len(message.recipients) for message in check.messages)
+    if count > limit:
+        raise ApiError(413, "too_many_recipients", f"{count} recipients in one request; this gate takes at most {limit}.")
+    return check
+
+
+def run_check(schema: Schema) -> CheckOutcome:
+    started = time.monotonic()
+    check = load_check(schema)
+    return current_app.extensions["gate"].checks.run(check, started=started)
+
+
+@bp.post("/v1/checks")
+@require("caller")
+def generic_check():
+    outcome = run_check(check_request_schema)
+    return jsonify(answer_schema.dump(outcome))
+
+
+@bp.post("/v1/hooks/salesforce")
+@require("caller")
+def salesforce_callout():
+    outcome = run_check(salesforce_schema)
+    return jsonify(answer_schema.dump(outcome))
+
+
+@bp.post("/v1/hooks/email-client")
+@require("caller")
+def email_client_callout():
+    outcome = run_check(email_client_schema)
+    (result,) = outcome.results
+    return jsonify(check_id=outcome.check_id, enabled=outcome.enabled, **message_result_schema.dump(result))

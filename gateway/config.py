@@ -1,0 +1,117 @@
+"""Configuration from environment variables, Heroku-style.
+
+Every setting has one name here; the rest of the gate reads `app.config["GATE"]`.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+
+FAILURE_MODES = ("deny", "allow")
+
+
+class ConfigError(ValueError):
+    """The environment does not describe a gate that can run."""
+
+
+@dataclass(frozen=True)
+class ApiKeySpec:
+    name: str
+    role: str  # "caller" or "admin"
+    key: str
+
+
+@dataclass(frozen=True)
+class GateConfig:
+    database_url: str
+    secret_key: str
+    demo: bool = False
+    marketo_base_url: str | None = None
+    marketo_client_id: str | None = None
+    marketo_client_secret: str | None = None
+    failure_mode: str = "deny"
+    check_timeout: float = 3.0
+    marketo_request_timeout: float = 2.0
+    marketo_max_concurrency: int = 4
+    cache_ttl: float = 60.0
+    cache_max_entries: int = 100_000
+    max_content_length: int = 1024 * 1024
+    max_recipients: int = 10_000
+    api_keys: tuple[ApiKeySpec, ...] = field(default_factory=tuple)
+
+    @property
+    def marketo_configured(self) -> bool:
+        return bool(self.marketo_base_url and self.marketo_client_id and self.marketo_client_secret)
+
+
+def normalize_database_url(url: str) -> str:
+    """Accept Heroku's `postgres://` and plain `postgresql://`; the driver we ship is psycopg 3."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    return url
+
+
+def parse_api_keys(raw: str) -> tuple[ApiKeySpec, ...]:
+    specs = []
+    for item in filter(None, (part.strip() for part in raw.split(","))):
+        parts = item.split(":", 2)
+        if len(parts) != 3 or not all(parts):
+            raise ConfigError("GATEWAY_API_KEYS entries must look like name:role:key")
+        name, role, key = parts
+        if role not in ("caller", "admin"):
+            raise ConfigError(f"GATEWAY_API_KEYS: role of {name!r} must be 'caller' or 'admin'")
+        specs.append(ApiKeySpec(name=name, role=role, key=key))
+    return tuple(specs)
+
+
+def _number(env, name, default, kind=float):
+    raw = env.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+    if value <= 0:
+        raise ConfigError(f"{name} must be positive")
+    return value
+
+
+def _flag(env, name) -> bool:
+    return env.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def default_sqlite_url(instance_path: str | os.PathLike) -> str:
+    return f"sqlite:///{Path(instance_path) / 'gateway.sqlite3'}"
+
+
+def load_config(env=None, *, instance_path: str | os.PathLike = "instance") -> GateConfig:
+    env = os.environ if env is None else env
+    demo = _flag(env, "GATEWAY_DEMO")
+    secret_key = env.get("SECRET_KEY")
+    if not secret_key:
+        if not demo:
+            raise ConfigError("SECRET_KEY is required outside demo mode")
+        secret_key = secrets.token_hex(32)
+    failure_mode = env.get("GATEWAY_FAILURE_MODE", "deny").strip().lower()
+    if failure_mode not in FAILURE_MODES:
+        raise ConfigError("GATEWAY_FAILURE_MODE must be 'deny' or 'allow'")
+    return GateConfig(
+        database_url=normalize_database_url(env.get("DATABASE_URL") or default_sqlite_url(instance_path)),
+        secret_key=secret_key,
+        demo=demo,
+        marketo_base_url=(env.get("MARKETO_BASE_URL") or "").rstrip("/") or None,
+        marketo_client_id=env.get("MARKETO_CLIENT_ID") or None,
+        marketo_client_secret=env.get("MARKETO_CLIENT_SECRET") or None,
+        failure_mode=failure_mode,
+        check_timeout=_number(env, "GATEWAY_CHECK_TIMEOUT", 3.0),
+        marketo_request_timeout=_number(env, "MARKETO_REQUEST_TIMEOUT", 2.0),
+        marketo_max_concurrency=_number(env, "MARKETO_MAX_CONCURRENCY", 4, int),
+        cache_ttl=_number(env, "GATEWAY_CACHE_TTL", 60.0),
+        max_content_length=_number(env, "GATEWAY_MAX_BODY_BYTES", 1024 * 1024, int),
+        max_recipients=_number(env, "GATEWAY_MAX_RECIPIENTS", 10_000, int),
+        api_keys=parse_api_keys(env.get("GATEWAY_API_KEYS", "")),
+    )

@@ -1,0 +1,499 @@
+"""Client of Marketo Engage's REST API: which of these emails has unsubscribed?
+
+It knows Marketo's protocol (access token, leads by email, error codes, limits) and
+nothing of the gate's decisions. The facts it relies on are in
+/work/shared/docs/marketo-api.md.
+"""
+import collections
+import logging
+import random
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor, wait
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from datetime import time as time_of_day
+from typing import Callable, Iterable, Iterator
+from zoneinfo import ZoneInfo
+
+import requests
+
+from gateway.marketo.errors import (
+    MarketoAuthError,
+    MarketoConfigError,
+    MarketoError,
+    MarketoQuotaExceeded,
+    MarketoRequestError,
+    MarketoUnavailable,
+)
+
+logger = logging.getLogger(__name__)
+
+PROBE_EMAIL = "connection-test@gateway.invalid"
+MAX_BATCH_SIZE = 300
+MAX_URL_LENGTH = 8000
+
+_IDENTITY_PATH = "/identity/oauth/token"
+_LEADS_PATH = "/rest/v1/leads.json"
+_LEAD_FIELDS = "email,unsubscribed"
+_TOKEN_RENEWAL_MARGIN = 60.0  # seconds; a token renewed this early never expires in flight
+_FIRST_BACK_OFF = 0.1
+_MAX_BACK_OFF = 2.0
+_BACK_OFF_JITTER = 0.1  # up to +10 %, so batches that failed together do not retry in lockstep
+_HANG_GRACE = 0.5  # seconds past the deadline to wait for a request that ignores its timeout
+_QUOTA_TIMEZONE = ZoneInfo("America/Chicago")  # Marketo resets the daily quota at 00:00 US Central
+
+_TOKEN_REJECTED_CODES = frozenset({"601", "602"})
+_TRANSIENT_CODES = frozenset({"604", "606", "608", "611", "615", "713"})
+_QUOTA_EXHAUSTED_CODE = "607"
+_ACCESS_DENIED_CODE = "603"
+_TOO_MANY_MATCHES_CODE = "1003"
+
+
+@dataclass(frozen=True)
+class LookupResult:
+    """What Marketo said about each requested email; every email is in exactly one field."""
+
+    unsubscribed: dict[str, bool]  # emails Marketo has -> True if any of their leads unsubscribed
+    not_found: frozenset[str]  # emails Marketo has no lead for
+    failed: dict[str, MarketoError]  # emails whose batch could not be answered, with why
+
+
+class _TokenRejected(MarketoAuthError):
+    """601/602: the access token sent is invalid or expired."""
+
+    def __init__(self, message: str, code: str, token: str):
+        super().__init__(message, code)
+        self.token = token
+
+
+class _BatchTooBig(MarketoRequestError):
+    """1003 or HTTP 413: Marketo wants fewer emails in one request."""
+
+
+class _UriTooLong(MarketoRequestError):
+    """HTTP 414: the request has to be sent as a form instead."""
+
+
+class _Deadline:
+    def __init__(self, clock: Callable[[], float], seconds: float):
+        self._clock = clock
+        self._end = clock() + seconds
+
+    def remaining(self) -> float:
+        return self._end - self._clock()
+
+
+@dataclass
+class _BatchAnswer:
+    unsubscribed: dict[str, bool] = field(default_factory=dict)
+    failed: dict[str, MarketoError] = field(default_factory=dict)
+
+    @classmethod
+    def all_failed(cls, emails: Iterable[str], error: MarketoError) -> "_BatchAnswer":
+        return cls(failed=dict.fromkeys(emails, error))
+
+    def add(self, other: "_BatchAnswer") -> "_BatchAnswer":
+        self.unsubscribed.update(other.unsubscribed)
+        self.failed.update(other.failed)
+        return self
+
+
+class MarketoClient:
+    """Looks emails up in Marketo within a deadline, sharing one token and one session."""
+
+    def __init__(
+        self,
+        base_url: str,
+        client_id: str,
+        client_secret: str,
+        *,
+        request_timeout: float = 2.0,
+        max_concurrency: int = 4,
+        session: requests.Session | None = None,
+        on_call: Callable[[str], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+        now: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+    ):
+        if max_concurrency < 1:
+            raise ValueError("max_concurrency must be at least 1")
+        self._base_url = base_url.rstrip("/")
+        self._client_id = client_id
+        self._client_secret = client_secret
+        self._request_timeout = request_timeout
+        self._max_concurrency = max_concurrency
+        self._session = session if session is not None else requests.Session()
+        self._on_call = on_call
+        self._clock = clock
+        self._sleep = sleep
+        self._now = now
+        self.calls: collections.Counter = collections.Counter()
+        self._lock = threading.Lock()  # guards calls, the cached token and the quota reset time
+        self._token_fetch_lock = threading.Lock()  # one thread fetches a token, the others wait
+        # Bounds requests in flight across concurrent lookup_emails calls, not just within one.
+        self._lookup_slots = threading.BoundedSemaphore(max_concurrency)
+        self._cached_token: tuple[str, float] | None = None  # (token, clock() at which to renew)
+        self._quota_reset_at: datetime | None = None
+
+    # --- public interface -------------------------------------------------------------
+
+    @property
+    def quota_exhausted_until(self) -> datetime | None:
+        """After error 607: when Marketo's daily quota resets (aware, UTC); None once passed."""
+        with self._lock:
+            if self._quota_reset_at is not None and self._utc_now() >= self._quota_reset_at:
+                self._quota_reset_at = None
+            return self._quota_reset_at
+
+    def lookup_emails(self, emails: Iterable[str], *, timeout: float) -> LookupResult:
+        """Whether each email has unsubscribed in Marketo, answered within `timeout` seconds."""
+        deadline = _Deadline(self._clock, timeout)
+        wanted = list(dict.fromkeys(emails))
+        if not wanted:
+            return LookupResult(unsubscribed={}, not_found=frozenset(), failed={})
+        try:
+            self._raise_if_quota_exhausted()
+        except MarketoQuotaExceeded as error:
+            return LookupResult(unsubscribed={}, not_found=frozenset(), failed=dict.fromkeys(wanted, error))
+        batches = [wanted[start:start + MAX_BATCH_SIZE] for start in range(0, len(wanted), MAX_BATCH_SIZE)]
+        answer = self._answer_batches(batches, deadline)
+        answered = answer.unsubscribed.keys() | answer.failed.keys()
+        return LookupResult(
+            unsubscribed=answer.unsubscribed,
+            not_found=frozenset(email for email in wanted if email not in answered),
+            failed=answer.failed,
+        )
+
+    def check_connection(self, *, timeout: float) -> None:
+        """Raise the MarketoError that stops the gate from using Marketo, if any.
+
+        Getting a token proves the credentials; looking up a probe address proves the
+        API user may read leads.
+        """
+        deadline = _Deadline(self._clock, timeout)
+        self._raise_if_quota_exhausted()
+        self._request_leads(_leads_params([PROBE_EMAIL]), deadline)
+
+    # --- batches ----------------------------------------------------------------------
+
+    def _answer_batches(self, batches: list[list[str]], deadline: _Deadline) -> _BatchAnswer:
+        pool = ThreadPoolExecutor(
+            max_workers=min(self._max_concurrency, len(batches)), thread_name_prefix="marketo-lookup"
+        )
+        try:
+            futures = [pool.submit(self._answer_batch, batch, deadline) for batch in batches]
+            # Requests' timeout bounds each socket read, not a whole answer; this bounds the call.
+            wait(futures, timeout=max(deadline.remaining(), 0.0) + _HANG_GRACE)
+            answer = _BatchAnswer()
+            for batch, future in zip(batches, futures):
+                if future.done():
+                    answer.add(future.result())
+                else:
+                    answer.add(_BatchAnswer.all_failed(batch, MarketoUnavailable("Marketo did not answer before the deadline")))
+            return answer
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    def _answer_batch(self, emails: list[str], deadline: _Deadline) -> _BatchAnswer:
+        try:
+            leads = self._fetch_leads(emails, deadline)
+        except _BatchTooBig as too_big:
+            if len(emails) == 1:
+                return _BatchAnswer.all_failed(emails, too_big)
+            middle = len(emails) // 2
+            return self._answer_batch(emails[:middle], deadline).add(self._answer_batch(emails[middle:], deadline))
+        except MarketoError as error:
+            return _BatchAnswer.all_failed(emails, error)
+        return _BatchAnswer(unsubscribed=_unsubscribed_flags(emails, leads))
+
+    def _fetch_leads(self, emails: list[str], deadline: _Deadline) -> list[dict]:
+        """Every lead with one of these emails, following Marketo's paging."""
+        leads: list[dict] = []
+        page_token = None
+        while True:
+            body = self._request_leads(_leads_params(emails, page_token), deadline)
+            page = _result_page(body)
+            leads.extend(page)
+            next_token = body.get("nextPageToken")
+            if not next_token or not (page or body.get("moreResult") is True):
+                return leads
+            if next_token == page_token:
+                raise MarketoRequestError("Marketo sent the same nextPageToken twice")
+            page_token = next_token
+
+    # --- one leads.json request, with its retries -----------------------------------------
+
+    def _request_leads(self, params: dict[str, str], deadline: _Deadline) -> dict:
+        as_form = self._url_too_long(params)
+        token_renewed = False
+        attempt = 0
+        while True:
+            try:
+                return self._send_leads_request(params, as_form, deadline)
+            except _UriTooLong:
+                if as_form:
+                    raise
+                as_form = True
+            except _TokenRejected as rejected:
+                if token_renewed:
+                    raise MarketoAuthError(
+                        f"Marketo rejected a newly issued access token (error {rejected.code})", rejected.code
+                    ) from None
+                logger.warning("Marketo rejected the access token (error %s); fetching a new one", rejected.code)
+                self._forget_token(rejected.token)
+                token_renewed = True
+            except MarketoUnavailable as error:
+                attempt += 1
+                self._back_off("lookup", error, attempt, deadline)
+
+    def _send_leads_request(self, params: dict[str, str], as_form: bool, deadline: _Deadline) -> dict:
+        self._raise_if_quota_exhausted()  # another batch may have hit 607 meanwhile
+        token = self._token(deadline)
+        headers = {"Authorization": f"Bearer {token}"}
+        with self._lookup_slot(deadline):
+            if as_form:
+                response = self._send(
+                    "lookup", "POST", self._leads_url, deadline, params={"_method": "GET"}, data=params, headers=headers
+                )
+            else:
+                response = self._send("lookup", "GET", self._leads_url, deadline, params=params, headers=headers)
+        return self._read_rest_answer(response, token)
+
+    def _read_rest_answer(self, response: requests.Response, token: str) -> dict:
+        status = response.status_code
+        if status == 414:
+            raise _UriTooLong("Marketo refused the request URI as too long (HTTP 414)", "414")
+        if status == 413:
+            raise _BatchTooBig("Marketo refused the request body as too large (HTTP 413)", "413")
+        if status >= 500 or status == 429:
+            raise MarketoUnavailable(f"Marketo answered HTTP {status}", str(status))
+        if not 200 <= status < 300:
+            raise MarketoRequestError(f"Marketo answered HTTP {status}", str(status))
+        body = _json_object(response)
+        if body.get("success") is True:
+            return body
+        code, message = _first_error(body)
+        raise self._error_for_code(code, message, token)
+
+    def _error_for_code(self, code: str | None, message: str, token: str) -> MarketoError:
+        described = f"Marketo error {code}: {message}"
+        if code in _TOKEN_REJECTED_CODES:
+            return _TokenRejected(described, code, token)
+        if code in _TRANSIENT_CODES:
+            return MarketoUnavailable(described, code)
+        if code == _QUOTA_EXHAUSTED_CODE:
+            reset_at = self._mark_quota_exhausted()
+            return MarketoQuotaExceeded(f"{described} (no calls until {reset_at.isoformat()})", code)
+        if code == _ACCESS_DENIED_CODE:
+            return MarketoConfigError(described, code)
+        if code == _TOO_MANY_MATCHES_CODE:
+            return _BatchTooBig(described, code)
+        return MarketoRequestError(described, code)
+
+    def _url_too_long(self, params: dict[str, str]) -> bool:
+        url = requests.Request("GET", self._leads_url, params=params).prepare().url
+        return len(url) > MAX_URL_LENGTH
+
+    @property
+    def _leads_url(self) -> str:
+        return self._base_url + _LEADS_PATH
+
+    @contextmanager
+    def _lookup_slot(self, deadline: _Deadline) -> Iterator[None]:
+        if not self._lookup_slots.acquire(timeout=max(deadline.remaining(), 0.0)):
+            raise MarketoUnavailable("Marketo deadline passed while waiting for a free request slot")
+        try:
+            yield
+        finally:
+            self._lookup_slots.release()
+
+    # --- access token ---------------------------------------------------------------------
+
+    def _token(self, deadline: _Deadline) -> str:
+        token = self._valid_cached_token()
+        if token is not None:
+            return token
+        if not self._token_fetch_lock.acquire(timeout=max(deadline.remaining(), 0.0)):
+            raise MarketoUnavailable("Marketo deadline passed while waiting for an access token")
+        try:
+            return self._valid_cached_token() or self._fetch_token(deadline)
+        finally:
+            self._token_fetch_lock.release()
+
+    def _valid_cached_token(self) -> str | None:
+        with self._lock:
+            if self._cached_token is not None and self._clock() < self._cached_token[1]:
+                return self._cached_token[0]
+            return None
+
+    def _forget_token(self, token: str) -> None:
+        with self._lock:
+            # Another thread may already have replaced it with a good one.
+            if self._cached_token is not None and self._cached_token[0] == token:
+                self._cached_token = None
+
+    def _fetch_token(self, deadline: _Deadline) -> str:
+        attempt = 0
+        while True:
+            requested_at = self._clock()
+            try:
+                token, lifetime = self._request_token(deadline)
+            except MarketoUnavailable as error:
+                attempt += 1
+                self._back_off("token", error, attempt, deadline)
+                continue
+            with self._lock:
+                self._cached_token = (token, requested_at + lifetime - _TOKEN_RENEWAL_MARGIN)
+            return token
+
+    def _request_token(self, deadline: _Deadline) -> tuple[str, float]:
+        credentials = {
+            "grant_type": "client_credentials",
+            "client_id": self._client_id,
+            "client_secret": self._client_secret,
+        }
+        response = self._send("token", "GET", self._base_url + _IDENTITY_PATH, deadline, params=credentials)
+        status = response.status_code
+        if status in (401, 403):
+            raise MarketoAuthError(
+                f"Marketo refused the client id / secret (HTTP {status}, {_oauth_error(response)})", str(status)
+            )
+        if status >= 500 or status == 429:
+            raise MarketoUnavailable(f"Marketo identity answered HTTP {status}", str(status))
+        if not 200 <= status < 300:
+            raise MarketoRequestError(f"Marketo identity answered HTTP {status}", str(status))
+        body = _json_object(response)
+        token, lifetime = body.get("access_token"), body.get("expires_in")
+        if not isinstance(token, str) or not token or not _is_number(lifetime):
+            raise MarketoRequestError("Marketo identity answer has no usable access_token and expires_in")
+        return token, float(lifetime)
+
+    # --- daily quota ----------------------------------------------------------------------
+
+    def _raise_if_quota_exhausted(self) -> None:
+        reset_at = self.quota_exhausted_until
+        if reset_at is not None:
+            raise MarketoQuotaExceeded(
+                f"Marketo's daily API quota is used up until {reset_at.isoformat()}", _QUOTA_EXHAUSTED_CODE
+            )
+
+    def _mark_quota_exhausted(self) -> datetime:
+        reset_at = next_quota_reset(self._utc_now())
+        with self._lock:
+            self._quota_reset_at = reset_at
+        logger.warning("Marketo's daily API quota is used up; no calls until %s", reset_at.isoformat())
+        return reset_at
+
+    def _utc_now(self) -> datetime:
+        now = self._now()
+        if now.tzinfo is None:
+            now = now.replace(tzinfo=timezone.utc)
+        return now.astimezone(timezone.utc)
+
+    # --- HTTP -----------------------------------------------------------------------------
+
+    def _send(self, kind: str, method: str, url: str, deadline: _Deadline, **kwargs) -> requests.Response:
+        remaining = deadline.remaining()
+        if remaining <= 0:
+            raise MarketoUnavailable("Marketo deadline passed before the request could be sent")
+        self._count(kind)
+        try:
+            return self._session.request(method, url, timeout=min(self._request_timeout, remaining), **kwargs)
+        # Only the exception's type is kept: its text holds the URL, with the secret or the emails.
+        except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as error:
+            raise MarketoUnavailable(f"Marketo {kind} request failed: {type(error).__name__}") from None
+        except requests.RequestException as error:
+            raise MarketoConfigError(f"Marketo {kind} request could not be made: {type(error).__name__}") from None
+
+    def _count(self, kind: str) -> None:
+        with self._lock:
+            self.calls[kind] += 1
+        if self._on_call is not None:
+            self._on_call(kind)
+
+    def _back_off(self, what: str, error: MarketoError, attempt: int, deadline: _Deadline) -> None:
+        """Sleep before retry `attempt + 1`, or raise MarketoUnavailable if the deadline comes first."""
+        delay = min(_FIRST_BACK_OFF * 2 ** (attempt - 1), _MAX_BACK_OFF) * (1 + random.uniform(0, _BACK_OFF_JITTER))
+        if delay >= deadline.remaining():
+            raise MarketoUnavailable(
+                f"Marketo {what} gave up at the deadline after {attempt} attempt(s); last: {error.message}", error.code
+            ) from None
+        logger.warning(
+            "Marketo %s failed (%s), attempt %d; retrying in %.2f s", what, error.code or "network", attempt, delay
+        )
+        self._sleep(delay)
+
+
+def next_quota_reset(moment: datetime) -> datetime:
+    """The first 00:00 US Central after `moment` (aware), as an aware UTC datetime."""
+    local_date = moment.astimezone(_QUOTA_TIMEZONE).date()
+    midnight = datetime.combine(local_date + timedelta(days=1), time_of_day(0), tzinfo=_QUOTA_TIMEZONE)
+    return midnight.astimezone(timezone.utc)
+
+
+def _leads_params(emails: list[str], page_token: str | None = None) -> dict[str, str]:
+    params = {
+        "filterType": "email",
+        "filterValues": ",".join(emails),
+        "fields": _LEAD_FIELDS,
+        "batchSize": str(MAX_BATCH_SIZE),
+    }
+    if page_token:
+        params["nextPageToken"] = page_token
+    return params
+
+
+def _unsubscribed_flags(emails: list[str], leads: list[dict]) -> dict[str, bool]:
+    """email -> whether any lead with it has unsubscribed, for the requested emails Marketo has."""
+    flags: dict[str, bool] = {}
+    for lead in leads:
+        email = lead.get("email")
+        if isinstance(email, str):
+            key = email.strip().lower()
+            flags[key] = flags.get(key, False) or _is_true(lead.get("unsubscribed"))
+    return {email: flags[email] for email in emails if email in flags}
+
+
+def _is_true(value: object) -> bool:
+    return value is True or (isinstance(value, str) and value.strip().lower() == "true")
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _json_object(response: requests.Response) -> dict:
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        raise MarketoRequestError(f"Marketo answered HTTP {response.status_code} with a body that is not a JSON object")
+    return body
+
+
+def _result_page(body: dict) -> list[dict]:
+    result = body.get("result")
+    if result is None:
+        return []
+    if not isinstance(result, list):
+        raise MarketoRequestError("Marketo answered with a result that is not a list")
+    return [lead for lead in result if isinstance(lead, dict)]
+
+
+def _first_error(body: dict) -> tuple[str | None, str]:
+    errors = body.get("errors")
+    if isinstance(errors, list) and errors and isinstance(errors[0], dict):
+        code = errors[0].get("code")
+        return (str(code) if code is not None else None), str(errors[0].get("message", ""))
+    return None, "success is not true and no error was given"
+
+
+def _oauth_error(response: requests.Response) -> str:
+    try:
+        error = response.json().get("error")
+    except (ValueError, AttributeError):
+        error = None
+    return error if isinstance(error, str) else "no error given"

@@ -1,0 +1,1084 @@
+"""A small Marketo Engage simulator: a Flask app that speaks the documented protocol.
+
+Used by the integration tests (over real HTTP), the benchmark and the demo mode.
+It reproduces what the gate depends on (see docs/marketo-api.md):
+
+* ``/identity/oauth/token`` (client credentials in the query string, one token
+  per client reused until it expires);
+* ``/rest/v1/leads.json`` by ``email`` or ``id`` (GET, or ``POST ?_method=GET``
+  with a form body), ``fields``, ``batchSize`` and ``nextPageToken`` paging;
+* the envelope (``requestId``, ``success``, ``result`` / ``errors`` with string
+  codes, HTTP 200), HTTP 414 for a URL over 8 KB and 413 for a body over 1 MB;
+* the instance limits (606 rate, 615 concurrency, 607 daily quota);
+* injected faults (error codes, bare HTTP statuses, latency) and a control API
+  under ``/_sim/`` for out-of-process use.
+
+Order in which a REST call is judged: 615 (concurrency), 606 (rate window),
+607 (daily quota), then an injected fault (latency, then code or HTTP status),
+then authentication (600/601/602), then the endpoint itself. Calls rejected by
+615/606 do not enter the rate window or the quota and do not consume a fault.
+
+Run it standalone with ``python -m gateway.marketo.simulator --port 8101 --seed demo``.
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+import functools
+import hashlib
+import itertools
+import secrets
+import signal
+import socket
+import sys
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, timezone
+from typing import Any
+from urllib.parse import quote
+
+from flask import Flask, Response, current_app, jsonify, request
+from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.http import HTTP_STATUS_CODES
+from werkzeug.serving import WSGIRequestHandler, make_server
+
+try:  # Marketo's daily quota resets at 12:00 AM US Central.
+    from zoneinfo import ZoneInfo
+
+    _QUOTA_TZ: Any = ZoneInfo("America/Chicago")
+except Exception:  # pragma: no cover - no tz database at all
+    _QUOTA_TZ = timezone(timedelta(hours=-6))
+
+__all__ = [
+    "RunningSimulator",
+    "SimulatorState",
+    "create_simulator_app",
+    "main",
+    "seed_demo",
+    "start_simulator",
+]
+
+MAX_FILTER_VALUES = 300
+MAX_BATCH_SIZE = 300
+MAX_MATCHES = 1000
+MAX_URI_BYTES = 8192
+MAX_BODY_BYTES = 1024 * 1024
+
+DEFAULT_FIELDS = ("id", "email", "firstName", "lastName", "updatedAt", "createdAt")
+
+ERROR_MESSAGES = {
+    "600": "Access token not specified",
+    "601": "Access token invalid",
+    "602": "Access token expired",
+    "603": "Access denied",
+    "604": "Request time-out",
+    "605": "HTTP Method not supported",
+    "606": "Max rate limit '100' exceeded with in '20' secs",
+    "607": "Daily quota reached",
+    "608": "API Temporarily Unavailable",
+    "609": "Invalid JSON",
+    "610": "Requested resource not found",
+    "611": "System error",
+    "612": "Invalid Content Type",
+    "613": "Invalid Multipart Request",
+    "614": "Invalid Subscription",
+    "615": "Concurrent access limit reached",
+    "616": "Invalid subscription type",
+    "701": "Cannot be blank",
+    "702": "No data found for given search scenario",
+    "703": "The feature is not enabled for the subscription",
+    "704": "Invalid date format",
+    "709": "Business Rule Violation",
+    "710": "Parent Folder Not Found",
+    "711": "Incompatible Folder Type",
+    "712": "Merge operation invalid to person account",
+    "713": "Transient Error",
+    "714": "Unable to find the default record type",
+    "718": "ExternalSalesPersonID not found",
+    "1003": "Invalid data",
+    "1006": "Field not found",
+    "1029": "Too many jobs in queue",
+}
+
+# Lead fields the simulator knows, with the value a fresh lead has. Any other
+# requested field comes back as null ("a field not set is null").
+_ATTRIBUTE_DEFAULTS: dict[str, Any] = {
+    "firstName": None,
+    "lastName": None,
+    "unsubscribedReason": None,
+    "emailInvalid": False,
+    "emailInvalidCause": None,
+    "marketingSuspended": False,
+    "blackListed": False,
+}
+
+
+class SimError(Exception):
+    """A Marketo error answered as HTTP 200 ``success: false``."""
+
+    def __init__(self, code: str, message: str | None = None):
+        self.code = str(code)
+        self.message = message or ERROR_MESSAGES.get(self.code, "Error")
+        super().__init__(f"{self.code} {self.message}")
+
+
+def _iso(dt: datetime) -> str:
+    return dt.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _fmt_number(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else str(x)
+
+
+@dataclass
+class Lead:
+    """One Marketo person. Several leads may share an email."""
+
+    id: int
+    email: str
+    unsubscribed: bool
+    created_at: datetime
+    updated_at: datetime
+    attributes: dict[str, Any] = field(default_factory=dict)
+
+    def get(self, name: str) -> Any:
+        if name == "id":
+            return self.id
+        if name == "email":
+            return self.email
+        if name == "unsubscribed":
+            return self.unsubscribed
+        if name == "createdAt":
+            return _iso(self.created_at)
+        if name == "updatedAt":
+            return _iso(self.updated_at)
+        if name in self.attributes:
+            return self.attributes[name]
+        return _ATTRIBUTE_DEFAULTS.get(name)
+
+    def project(self, fields: Iterable[str]) -> dict[str, Any]:
+        return {name: self.get(name) for name in fields}
+
+    def snapshot(self) -> dict[str, Any]:
+        out = {
+            "id": self.id,
+            "email": self.email,
+            "unsubscribed": self.unsubscribed,
+            "createdAt": _iso(self.created_at),
+            "updatedAt": _iso(self.updated_at),
+        }
+        out.update(self.attributes)
+        return out
+
+
+@dataclass
+class Fault:
+    code: str | None
+    http_status: int | None
+    latency: float
+    remaining: int | None  # None = until cleared
+    paths: str
+    release: threading.Event  # set to cut a latency sleep short
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "code": self.code,
+            "http_status": self.http_status,
+            "latency": self.latency,
+            "count": self.remaining,
+            "paths": self.paths,
+        }
+
+
+@dataclass
+class Admission:
+    """The verdict on one incoming call, decided under the state lock."""
+
+    reject: str | None = None  # "606" / "607" / "615"
+    fault: Fault | None = None
+    release: threading.Event | None = None
+    in_flight: bool = False  # whether the caller must call _leave()
+
+
+class SimulatorState:
+    """Everything the simulator knows. Thread-safe: one lock guards it all."""
+
+    def __init__(
+        self,
+        *,
+        client_id: str = "sim-client",
+        client_secret: str = "sim-secret",
+        token_ttl: int = 3600,
+        rate_limit_calls: int = 100,
+        rate_limit_window: float = 20.0,
+        max_concurrent: int = 10,
+        daily_quota: int = 50_000,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], datetime] = _utcnow,
+    ):
+        self.client_id = client_id
+        self.client_secret = client_secret
+        self.token_ttl = token_ttl
+        self.rate_limit_calls = rate_limit_calls
+        self.rate_limit_window = rate_limit_window
+        self.max_concurrent = max_concurrent
+        self.daily_quota = daily_quota
+        self.clock = clock
+        self.wall_clock = wall_clock
+        self._lock = threading.Lock()
+        self._request_seq = itertools.count(int(time.time() * 1000) & 0xFFFFFFFFFF)
+        self._in_flight = 0  # survives reset(): requests may still be running
+        self._release = threading.Event()
+        self._reset_locked()
+
+    # ----------------------------------------------------------------- state
+    def _reset_locked(self) -> None:
+        self._leads: dict[int, Lead] = {}
+        self._by_email: dict[str, list[int]] = {}
+        self._next_id = 1
+        self._tokens: dict[str, float] = {}  # token -> expiry on self.clock
+        self._current_token: str | None = None
+        self._faults: dict[str, list[Fault]] = {"rest": [], "identity": []}
+        self._window: deque[float] = deque()
+        self._quota_day: date | None = None
+        self._quota_used = 0
+        self._calls: dict[str, int] = {"token": 0, "leads": 0}
+        self._rest_calls = 0
+        self._rejected: dict[str, int] = {}
+        self._errors: dict[str, int] = {}
+        self._faults_served = 0
+        self._max_in_flight = 0
+        self._max_window_calls = 0
+        self._wake_sleepers_locked()
+
+    def _wake_sleepers_locked(self) -> None:
+        self._release.set()
+        self._release = threading.Event()
+
+    def reset(self) -> None:
+        """Forget leads, tokens, counters and faults (keeps credentials and limits)."""
+        with self._lock:
+            self._reset_locked()
+
+    def release_waiters(self) -> None:
+        """Cut short every latency sleep in progress (faults stay active)."""
+        with self._lock:
+            self._wake_sleepers_locked()
+
+    def stats(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "calls": dict(self._calls),
+                "rest_calls": self._rest_calls,
+                "rejected": dict(self._rejected),
+                "errors": dict(self._errors),
+                "faults_served": self._faults_served,
+                "in_flight": self._in_flight,
+                "max_in_flight": self._max_in_flight,
+                "max_window_calls": self._max_window_calls,
+                "quota_used": self._quota_used,
+                "leads": len(self._leads),
+                "tokens_issued": len(self._tokens),
+            }
+
+    # ----------------------------------------------------------------- leads
+    def add_lead(
+        self,
+        email: str,
+        *,
+        unsubscribed: bool = False,
+        lead_id: int | None = None,
+        attributes: Mapping[str, Any] | None = None,
+    ) -> int:
+        """Add one lead and return its id. Several leads may share an email."""
+        with self._lock:
+            return self._add_lead_locked(email, unsubscribed, lead_id, attributes)
+
+    def add_leads(self, leads: Iterable[Mapping[str, Any]]) -> list[int]:
+        """Add many leads at once: each a mapping with ``email`` and optionally
+        ``unsubscribed``, ``id`` and other lead fields."""
+        specs = [self._lead_spec(item) for item in leads]
+        with self._lock:
+            taken = [s[2] for s in specs if s[2] is not None]
+            clash = [i for i in taken if i in self._leads]
+            if clash or len(set(taken)) != len(taken):
+                raise ValueError(f"lead id already used: {clash or taken}")
+            return [self._add_lead_locked(*spec) for spec in specs]
+
+    @staticmethod
+    def _lead_spec(item: Mapping[str, Any]) -> tuple[str, bool, int | None, dict[str, Any]]:
+        if not isinstance(item, Mapping):
+            raise ValueError("each lead must be an object")
+        email = item.get("email")
+        if not isinstance(email, str) or not email.strip():
+            raise ValueError("each lead needs an email")
+        unsubscribed = item.get("unsubscribed", False)
+        if not isinstance(unsubscribed, bool):
+            raise ValueError("unsubscribed must be a boolean")
+        lead_id = item.get("id")
+        if lead_id is not None and (isinstance(lead_id, bool) or not isinstance(lead_id, int)):
+            raise ValueError("id must be an integer")
+        extra = {k: v for k, v in item.items() if k not in ("email", "unsubscribed", "id")}
+        for reserved in ("createdAt", "updatedAt"):
+            extra.pop(reserved, None)
+        return email, unsubscribed, lead_id, extra
+
+    def _add_lead_locked(
+        self,
+        email: str,
+        unsubscribed: bool,
+        lead_id: int | None,
+        attributes: Mapping[str, Any] | None,
+    ) -> int:
+        if lead_id is None:
+            lead_id = self._next_id
+        elif lead_id in self._leads:
+            raise ValueError(f"lead id {lead_id} already used")
+        self._next_id = max(self._next_id, lead_id + 1)
+        now = self.wall_clock()
+        lead = Lead(
+            id=lead_id,
+            email=email,
+            unsubscribed=bool(unsubscribed),
+            created_at=now,
+            updated_at=now,
+            attributes=dict(attributes or {}),
+        )
+        self._leads[lead_id] = lead
+        self._by_email.setdefault(email.strip().lower(), []).append(lead_id)
+        return lead_id
+
+    def set_unsubscribed(self, email: str, unsubscribed: bool) -> int:
+        """Durable unsubscribe: set ``unsubscribed`` on every lead with this email
+        (case-insensitive). Returns how many leads changed."""
+        changed = 0
+        with self._lock:
+            for lead in self._leads_by_email_locked(email):
+                if lead.unsubscribed != bool(unsubscribed):
+                    self._change_locked(lead, "unsubscribed", bool(unsubscribed))
+                    changed += 1
+        return changed
+
+    def _change_locked(self, lead: Lead, name: str, value: Any) -> None:
+        """Every change of a lead field goes through here (activities will hook in)."""
+        if name == "unsubscribed":
+            lead.unsubscribed = value
+        elif name == "email":
+            old_key = lead.email.strip().lower()
+            self._by_email[old_key].remove(lead.id)
+            if not self._by_email[old_key]:
+                del self._by_email[old_key]
+            lead.email = value
+            self._by_email.setdefault(value.strip().lower(), []).append(lead.id)
+        else:
+            lead.attributes[name] = value
+        lead.updated_at = self.wall_clock()
+
+    def _leads_by_email_locked(self, email: str) -> list[Lead]:
+        return [self._leads[i] for i in self._by_email.get(email.strip().lower(), ())]
+
+    def leads(self, email: str | None = None) -> list[dict[str, Any]]:
+        """Snapshots of the stored leads (all, or those with ``email``), by id."""
+        with self._lock:
+            if email is None:
+                chosen = list(self._leads.values())
+            else:
+                chosen = self._leads_by_email_locked(email)
+            return [lead.snapshot() for lead in sorted(chosen, key=lambda lead: lead.id)]
+
+    def query_leads(
+        self, filter_type: str, values: list[str], fields: list[str]
+    ) -> list[dict[str, Any]]:
+        """Leads matching ``filterType``/``filterValues``, projected on ``fields``, by id.
+        Raises SimError 1003 for an unknown filter type, bad ids or too many matches."""
+        kind = filter_type.lower()
+        with self._lock:
+            matched: dict[int, Lead] = {}
+            if kind == "email":
+                for value in values:
+                    for lead in self._leads_by_email_locked(value):
+                        matched[lead.id] = lead
+            elif kind == "id":
+                for value in values:
+                    try:
+                        lead_id = int(value)
+                    except ValueError:
+                        raise SimError("1003", f"Invalid value '{value}' for filterType 'id'") from None
+                    if lead_id in self._leads:
+                        matched[lead_id] = self._leads[lead_id]
+            else:
+                raise SimError("1003", f"Invalid filterType '{filter_type}'")
+            if len(matched) > MAX_MATCHES:
+                raise SimError("1003", f"Too many results match the filter (more than {MAX_MATCHES})")
+            return [matched[i].project(fields) for i in sorted(matched)]
+
+    # ---------------------------------------------------------------- tokens
+    def issue_token(self, client_id: str | None, client_secret: str | None) -> tuple[str, int] | None:
+        """The current token and its remaining seconds, or None for bad credentials."""
+        if not (
+            client_id is not None
+            and client_secret is not None
+            and secrets.compare_digest(client_id.encode(), self.client_id.encode())
+            and secrets.compare_digest(client_secret.encode(), self.client_secret.encode())
+        ):
+            return None
+        with self._lock:
+            now = self.clock()
+            token = self._current_token
+            if token is None or self._tokens[token] <= now:
+                token = f"{uuid.uuid4()}:ab"
+                self._tokens[token] = now + self.token_ttl
+                self._current_token = token
+            return token, max(0, int(self._tokens[token] - now))
+
+    def check_token(self, token: str | None) -> str | None:
+        """None if the token is good, else the Marketo error code (600/601/602)."""
+        if not token:
+            return "600"
+        with self._lock:
+            expires = self._tokens.get(token)
+            if expires is None:
+                return "601"
+            if expires <= self.clock():
+                return "602"
+            return None
+
+    def expire_tokens(self) -> int:
+        """Make every issued token expired now. Returns how many were still valid."""
+        with self._lock:
+            now = self.clock()
+            live = [t for t, exp in self._tokens.items() if exp > now]
+            for t in live:
+                self._tokens[t] = now
+            return len(live)
+
+    # ---------------------------------------------------------------- faults
+    def inject_fault(
+        self,
+        code: str | None = None,
+        *,
+        http_status: int | None = None,
+        latency: float = 0.0,
+        count: int | None = None,
+        paths: str = "rest",
+    ) -> None:
+        """For the next ``count`` calls (None = until cleared) on ``paths`` ("rest"
+        or "identity"), sleep ``latency`` seconds then answer with Marketo error
+        ``code`` or the bare HTTP ``http_status`` (which wins over ``code``); with
+        latency alone the answers are slow but correct. Faults queue up: each
+        call takes the oldest active one."""
+        if paths not in ("rest", "identity"):
+            raise ValueError("paths must be 'rest' or 'identity'")
+        if code is not None:
+            code = str(code)
+            if not code:
+                raise ValueError("code must not be empty")
+        if http_status is not None:
+            if isinstance(http_status, bool) or not isinstance(http_status, int) or not 100 <= http_status <= 599:
+                raise ValueError("http_status must be an HTTP status code")
+        if isinstance(latency, bool) or not isinstance(latency, (int, float)) or latency < 0:
+            raise ValueError("latency must be a number >= 0")
+        if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 1):
+            raise ValueError("count must be a positive integer or None")
+        if code is None and http_status is None and not latency:
+            raise ValueError("a fault needs a code, an http_status or a latency")
+        with self._lock:
+            self._faults[paths].append(
+                Fault(code, http_status, float(latency), count, paths, self._release)
+            )
+
+    def clear_faults(self) -> None:
+        """Remove every fault and cut short latency sleeps in progress."""
+        with self._lock:
+            self._faults = {"rest": [], "identity": []}
+            self._wake_sleepers_locked()
+
+    def faults(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [f.describe() for kind in ("rest", "identity") for f in self._faults[kind]]
+
+    def _take_fault_locked(self, paths: str) -> Fault | None:
+        queue = self._faults[paths]
+        if not queue:
+            return None
+        fault = queue[0]
+        if fault.remaining is not None:
+            fault.remaining -= 1
+            if fault.remaining <= 0:
+                queue.pop(0)
+        self._faults_served += 1
+        return fault
+
+    # ---------------------------------------------------- admission & counters
+    def _admit_rest(self, endpoint: str) -> Admission:
+        with self._lock:
+            self._calls[endpoint] = self._calls.get(endpoint, 0) + 1
+            self._rest_calls += 1
+            if self._in_flight >= self.max_concurrent:
+                return self._reject_locked("615")
+            now = self.clock()
+            window = self._window
+            while window and window[0] <= now - self.rate_limit_window:
+                window.popleft()
+            if len(window) >= self.rate_limit_calls:
+                return self._reject_locked("606")
+            day = self.wall_clock().astimezone(_QUOTA_TZ).date()
+            if day != self._quota_day:
+                self._quota_day, self._quota_used = day, 0
+            if self._quota_used >= self.daily_quota:
+                return self._reject_locked("607")
+            self._quota_used += 1
+            window.append(now)
+            self._max_window_calls = max(self._max_window_calls, len(window))
+            self._in_flight += 1
+            self._max_in_flight = max(self._max_in_flight, self._in_flight)
+            return Admission(fault=self._take_fault_locked("rest"), release=self._release, in_flight=True)
+
+    def _admit_identity(self) -> Admission:
+        with self._lock:
+            self._calls["token"] += 1
+            return Admission(fault=self._take_fault_locked("identity"), release=self._release)
+
+    def _reject_locked(self, code: str) -> Admission:
+        self._rejected[code] = self._rejected.get(code, 0) + 1
+        return Admission(reject=code)
+
+    def _leave(self) -> None:
+        with self._lock:
+            self._in_flight -= 1
+
+    def _count_error(self, code: str | int) -> None:
+        with self._lock:
+            key = str(code)
+            self._errors[key] = self._errors.get(key, 0) + 1
+
+    def _count_http_reject(self, status: int) -> None:
+        with self._lock:
+            key = str(status)
+            self._rejected[key] = self._rejected.get(key, 0) + 1
+            self._errors[key] = self._errors.get(key, 0) + 1
+
+    def error_message(self, code: str) -> str:
+        if code == "606":
+            return (
+                f"Max rate limit '{self.rate_limit_calls}' exceeded with in "
+                f"'{_fmt_number(self.rate_limit_window)}' secs"
+            )
+        return ERROR_MESSAGES.get(code, "Error")
+
+    def request_id(self) -> str:
+        return f"{secrets.token_hex(2)}#{next(self._request_seq):x}"
+
+
+# ====================================================================== app
+def _state() -> SimulatorState:
+    return current_app.config["SIMULATOR_STATE"]
+
+
+def _envelope_error(state: SimulatorState, code: str, message: str | None = None) -> Response:
+    state._count_error(code)
+    return jsonify(
+        {
+            "requestId": state.request_id(),
+            "success": False,
+            "errors": [{"code": code, "message": message or state.error_message(code)}],
+        }
+    )
+
+
+def _bare_status(status: int) -> Response:
+    reason = HTTP_STATUS_CODES.get(status, "Error")
+    body = (
+        f"<html><head><title>{status} {reason}</title></head>"
+        f"<body><center><h1>{status} {reason}</h1></center><hr><center>nginx</center></body></html>\n"
+    )
+    return Response(body, status=status, mimetype="text/html")
+
+
+def _sleep(admission: Admission) -> None:
+    fault = admission.fault
+    if fault is not None and fault.latency > 0 and admission.release is not None:
+        admission.release.wait(fault.latency)
+
+
+def _fault_response(state: SimulatorState, fault: Fault | None) -> Response | None:
+    if fault is None:
+        return None
+    if fault.http_status is not None:
+        state._count_error(fault.http_status)
+        return _bare_status(fault.http_status)
+    if fault.code is not None:
+        return _envelope_error(state, fault.code)
+    return None
+
+
+def _bearer_token() -> str | None:
+    # The access_token query parameter was removed: only the header counts.
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.strip().partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    return token.strip() or None
+
+
+def rest_endpoint(name: str) -> Callable[[Callable[[], dict[str, Any]]], Callable[[], Response]]:
+    """Wrap a REST view: limits, faults, auth, envelope.
+
+    The view returns the envelope's extra keys (``result`` and optionally
+    ``nextPageToken``, ``moreResult``, …) or raises SimError.
+    """
+
+    def decorate(view: Callable[[], dict[str, Any]]) -> Callable[[], Response]:
+        @functools.wraps(view)
+        def wrapper(*args: Any, **kwargs: Any) -> Response:
+            state = _state()
+            admission = state._admit_rest(name)
+            if admission.reject:
+                return _envelope_error(state, admission.reject)
+            try:
+                _sleep(admission)
+                faulted = _fault_response(state, admission.fault)
+                if faulted is not None:
+                    return faulted
+                auth_error = state.check_token(_bearer_token())
+                if auth_error:
+                    return _envelope_error(state, auth_error)
+                try:
+                    payload = view(*args, **kwargs)
+                except SimError as err:
+                    return _envelope_error(state, err.code, err.message)
+                body = {"requestId": state.request_id(), "success": True}
+                body.update(payload)
+                return jsonify(body)
+            finally:
+                state._leave()
+
+        return wrapper
+
+    return decorate
+
+
+def _request_params() -> dict[str, str]:
+    """Query parameters, or for ``POST ?_method=GET`` the form body (over the query)."""
+    params = {k: v for k, v in request.args.items() if k != "_method"}
+    if request.method == "POST":
+        if request.mimetype != "application/x-www-form-urlencoded":
+            raise SimError("612", "Invalid Content Type")
+        params.update(request.form.items())
+    return params
+
+
+def _split(value: str | None) -> list[str]:
+    if not value:
+        return []
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def _page_token(offset: int, digest: str) -> str:
+    raw = f"{offset}:{digest}".encode()
+    return base64.b32encode(raw).decode().rstrip("=")
+
+
+def _read_page_token(token: str, digest: str) -> int:
+    try:
+        padded = token + "=" * (-len(token) % 8)
+        offset_s, _, token_digest = base64.b32decode(padded).decode().partition(":")
+        offset = int(offset_s)
+    except Exception:
+        raise SimError("1003", "Invalid nextPageToken") from None
+    if token_digest != digest or offset < 0:
+        raise SimError("1003", "Invalid nextPageToken")
+    return offset
+
+
+def _leads_query() -> dict[str, Any]:
+    if request.method == "POST" and request.args.get("_method", "").upper() != "GET":
+        raise SimError("610", "Requested resource not found (the simulator only serves POST ?_method=GET)")
+    params = _request_params()
+    filter_type = params.get("filterType", "").strip()
+    if not filter_type:
+        raise SimError("1003", "filterType not specified")
+    values = _split(params.get("filterValues"))
+    if not values:
+        raise SimError("1003", "filterValues not specified")
+    if len(values) > MAX_FILTER_VALUES:
+        raise SimError("1003", f"Too many filterValues: {len(values)} (at most {MAX_FILTER_VALUES})")
+    batch_raw = params.get("batchSize")
+    if batch_raw in (None, ""):
+        batch_size = MAX_BATCH_SIZE
+    else:
+        try:
+            batch_size = int(batch_raw)
+        except ValueError:
+            raise SimError("1003", f"Invalid batchSize '{batch_raw}'") from None
+        if not 1 <= batch_size <= MAX_BATCH_SIZE:
+            raise SimError("1003", f"Invalid batchSize {batch_size} (1 to {MAX_BATCH_SIZE})")
+    fields = list(dict.fromkeys(["id", *_split(params.get("fields"))]))
+    if fields == ["id"] and not params.get("fields"):
+        fields = list(DEFAULT_FIELDS)
+
+    matches = _state().query_leads(filter_type, values, fields)
+    digest = hashlib.sha1(
+        "\x1f".join([filter_type.lower(), ",".join(values), ",".join(fields)]).encode()
+    ).hexdigest()[:10]
+    offset = 0
+    if params.get("nextPageToken"):
+        offset = _read_page_token(params["nextPageToken"], digest)
+    page = matches[offset : offset + batch_size]
+    payload: dict[str, Any] = {"result": page}
+    if offset + batch_size < len(matches):
+        payload["nextPageToken"] = _page_token(offset + batch_size, digest)
+    return payload
+
+
+def _token_view() -> Response:
+    state = _state()
+    admission = state._admit_identity()
+    _sleep(admission)
+    faulted = _fault_response(state, admission.fault)
+    if faulted is not None:
+        return faulted
+    if request.args.get("grant_type") != "client_credentials":
+        state._count_error(400)
+        return jsonify(
+            {"error": "unsupported_grant_type", "error_description": "Unsupported grant type"}
+        ), 400
+    issued = state.issue_token(request.args.get("client_id"), request.args.get("client_secret"))
+    if issued is None:
+        state._count_error(401)
+        return jsonify({"error": "invalid_client", "error_description": "Bad client credentials"}), 401
+    token, expires_in = issued
+    return jsonify(
+        {
+            "access_token": token,
+            "token_type": "bearer",
+            "expires_in": expires_in,
+            "scope": "apiuser@example.com",
+        }
+    )
+
+
+def _raw_uri() -> str:
+    env = request.environ
+    raw = env.get("RAW_URI") or env.get("REQUEST_URI")
+    if raw:
+        return raw
+    path = quote(env.get("SCRIPT_NAME", "") + env.get("PATH_INFO", ""), safe="/:@!$&'()*+,;=-._~")
+    qs = env.get("QUERY_STRING", "")
+    return f"{path}?{qs}" if qs else path
+
+
+def _is_marketo_path(path: str) -> bool:
+    return not path.startswith("/_sim/") and path != "/_sim"
+
+
+def _front_door() -> Response | None:
+    """What Marketo's front end refuses before the API sees the request."""
+    if not _is_marketo_path(request.path):
+        return None
+    state = _state()
+    if len(_raw_uri().encode("latin-1", "replace")) > MAX_URI_BYTES:
+        state._count_http_reject(414)
+        return _bare_status(414)
+    request.max_content_length = MAX_BODY_BYTES
+    request.max_form_memory_size = MAX_BODY_BYTES
+    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
+        state._count_http_reject(413)
+        return _bare_status(413)
+    return None
+
+
+def _too_large(_err: RequestEntityTooLarge) -> Response:
+    # A chunked body that grew past the limit while being read.
+    _state()._count_http_reject(413)
+    return _bare_status(413)
+
+
+# ------------------------------------------------------------ control API
+def _json_body() -> dict[str, Any]:
+    body = request.get_json(silent=True)
+    if body is None:
+        body = {}
+    if not isinstance(body, dict):
+        raise ValueError("body must be a JSON object")
+    return body
+
+
+def _bad_request(message: str) -> tuple[Response, int]:
+    return jsonify({"error": message}), 400
+
+
+def _sim_add_leads() -> Any:
+    try:
+        leads = _json_body().get("leads")
+        if not isinstance(leads, list):
+            raise ValueError("body must be {\"leads\": [...]}")
+        ids = _state().add_leads(leads)
+    except ValueError as err:
+        return _bad_request(str(err))
+    return jsonify({"ids": ids}), 201
+
+
+def _sim_list_leads() -> Any:
+    return jsonify({"leads": _state().leads(request.args.get("email"))})
+
+
+def _sim_set_unsubscribed(unsubscribed: bool) -> Any:
+    try:
+        email = _json_body().get("email")
+        if not isinstance(email, str) or not email.strip():
+            raise ValueError("body must be {\"email\": ...}")
+    except ValueError as err:
+        return _bad_request(str(err))
+    state = _state()
+    changed = state.set_unsubscribed(email, unsubscribed)
+    return jsonify({"email": email, "changed": changed, "matched": len(state.leads(email))})
+
+
+def _sim_inject_fault() -> Any:
+    try:
+        body = _json_body()
+        allowed = {"code", "http_status", "latency", "count", "paths"}
+        unknown = set(body) - allowed
+        if unknown:
+            raise ValueError(f"unknown fault arguments: {sorted(unknown)}")
+        code = body.get("code")
+        _state().inject_fault(
+            None if code is None else str(code),
+            http_status=body.get("http_status"),
+            latency=body.get("latency", 0.0),
+            count=body.get("count"),
+            paths=body.get("paths", "rest"),
+        )
+    except ValueError as err:
+        return _bad_request(str(err))
+    return jsonify({"faults": _state().faults()}), 201
+
+
+def _sim_list_faults() -> Any:
+    return jsonify({"faults": _state().faults()})
+
+
+def _sim_clear_faults() -> Any:
+    _state().clear_faults()
+    return jsonify({"faults": []})
+
+
+def _sim_expire_tokens() -> Any:
+    return jsonify({"expired": _state().expire_tokens()})
+
+
+def _sim_stats() -> Any:
+    return jsonify(_state().stats())
+
+
+def _sim_reset() -> Any:
+    _state().reset()
+    return jsonify({"reset": True})
+
+
+def create_simulator_app(state: SimulatorState | None = None) -> Flask:
+    """The simulator as a Flask app; ``app.config["SIMULATOR_STATE"]`` holds the state."""
+    app = Flask(__name__)
+    app.config["SIMULATOR_STATE"] = state if state is not None else SimulatorState()
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+
+    app.before_request(_front_door)
+    app.register_error_handler(RequestEntityTooLarge, _too_large)
+
+    # Marketo
+    app.add_url_rule("/identity/oauth/token", "token", _token_view, methods=["GET", "POST"])
+    app.add_url_rule(
+        "/rest/v1/leads.json", "leads", rest_endpoint("leads")(_leads_query), methods=["GET", "POST"]
+    )
+
+    def _unknown_rest(subpath: str) -> dict[str, Any]:
+        raise SimError("610", "Requested resource not found")
+
+    app.add_url_rule(
+        "/rest/<path:subpath>",
+        "rest_unknown",
+        rest_endpoint("unknown")(_unknown_rest),
+        methods=["GET", "POST", "PUT", "DELETE"],
+    )
+
+    # Control API
+    app.add_url_rule("/_sim/leads", "sim_add_leads", _sim_add_leads, methods=["POST"])
+    app.add_url_rule("/_sim/leads", "sim_list_leads", _sim_list_leads, methods=["GET"])
+    app.add_url_rule(
+        "/_sim/unsubscribe", "sim_unsubscribe", lambda: _sim_set_unsubscribed(True), methods=["POST"]
+    )
+    app.add_url_rule(
+        "/_sim/resubscribe", "sim_resubscribe", lambda: _sim_set_unsubscribed(False), methods=["POST"]
+    )
+    app.add_url_rule("/_sim/faults", "sim_inject_fault", _sim_inject_fault, methods=["POST"])
+    app.add_url_rule("/_sim/faults", "sim_list_faults", _sim_list_faults, methods=["GET"])
+    app.add_url_rule("/_sim/faults", "sim_clear_faults", _sim_clear_faults, methods=["DELETE"])
+    app.add_url_rule("/_sim/expire-tokens", "sim_expire_tokens", _sim_expire_tokens, methods=["POST"])
+    app.add_url_rule("/_sim/stats", "sim_stats", _sim_stats, methods=["GET"])
+    app.add_url_rule("/_sim/reset", "sim_reset", _sim_reset, methods=["POST"])
+    return app
+
+
+# ================================================================= serving
+class _QuietHandler(WSGIRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        pass
+
+
+class _LoggingHandler(WSGIRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+
+class RunningSimulator:
+    """A simulator served over real HTTP in a background thread."""
+
+    def __init__(self, server: Any, thread: threading.Thread, state: SimulatorState, base_url: str):
+        self._server = server
+        self._thread = thread
+        self.state = state
+        self.base_url = base_url
+        self._stopped = False
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_port)
+
+    def stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        self.state.release_waiters()
+        self._server.shutdown()
+        self._thread.join(timeout=10)
+        self._server.server_close()
+
+    def __enter__(self) -> RunningSimulator:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        return f"<RunningSimulator {self.base_url}>"
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+def _wait_accepting(host: str, port: int, deadline: float) -> None:
+    connect_host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
+    while True:
+        try:
+            with socket.create_connection((connect_host, port), timeout=1.0):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
+def start_simulator(
+    state: SimulatorState | None = None,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    quiet: bool = True,
+) -> RunningSimulator:
+    """Serve a simulator over HTTP in a background thread (port 0 = a free port).
+    Returns once it accepts connections."""
+    state = state if state is not None else SimulatorState()
+    app = create_simulator_app(state)
+    handler = _QuietHandler if quiet else _LoggingHandler
+    server = make_server(host, port, app, threaded=True, request_handler=handler)
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.1},
+        name=f"marketo-simulator:{server.server_port}", daemon=True,
+    )
+    thread.start()
+    actual_port = server.server_port
+    try:
+        _wait_accepting(host, actual_port, time.monotonic() + 10)
+    except OSError:
+        server.shutdown()
+        thread.join(timeout=5)
+        raise
+    return RunningSimulator(server, thread, state, f"http://{_url_host(host)}:{actual_port}")
+
+
+def seed_demo(state: SimulatorState) -> None:
+    """A few leads for the demo."""
+    state.add_lead("jane@example.com", unsubscribed=True,
+                   attributes={"firstName": "Jane", "lastName": "Doe"})
+    state.add_lead("unsub@example.com", unsubscribed=True,
+                   attributes={"firstName": "Una", "lastName": "Subscribed"})
+    state.add_lead("bob@example.com", attributes={"firstName": "Bob", "lastName": "Smith"})
+    state.add_lead("alice@example.com", attributes={"firstName": "Alice", "lastName": "Jones"})
+    state.add_lead("dup@example.com", attributes={"firstName": "Dee", "lastName": "Up"})
+    state.add_lead("dup@example.com", unsubscribed=True,
+                   attributes={"firstName": "Dee", "lastName": "Up"})
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m gateway.marketo.simulator", description="Marketo Engage simulator"
+    )
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8101, help="0 = a free port (printed on start)")
+    p.add_argument("--seed", choices=["demo", "none"], default="none")
+    p.add_argument("--client-id", default="sim-client")
+    p.add_argument("--client-secret", default="sim-secret")
+    p.add_argument("--token-ttl", type=int, default=3600)
+    p.add_argument("--rate-limit-calls", type=int, default=100)
+    p.add_argument("--rate-limit-window", type=float, default=20.0)
+    p.add_argument("--max-concurrent", type=int, default=10)
+    p.add_argument("--daily-quota", type=int, default=50_000)
+    p.add_argument("--quiet", action="store_true", help="do not log each request")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parse_args(argv)
+    state = SimulatorState(
+        client_id=args.client_id,
+        client_secret=args.client_secret,
+        token_ttl=args.token_ttl,
+        rate_limit_calls=args.rate_limit_calls,
+        rate_limit_window=args.rate_limit_window,
+        max_concurrent=args.max_concurrent,
+        daily_quota=args.daily_quota,
+    )
+    if args.seed == "demo":
+        seed_demo(state)
+
+    stop = threading.Event()
+
+    def _on_signal(signum: int, _frame: Any) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    running = start_simulator(state, args.host, args.port, quiet=args.quiet)
+    try:
+        print(f"Marketo simulator listening on {running.base_url}", flush=True)
+        while not stop.wait(0.5):
+            pass
+    finally:
+        running.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    print("Marketo simulator stopped", file=sys.stderr, flush=True)
+
+
+if __name__ == "__main__":
+    main()

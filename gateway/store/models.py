@@ -1,0 +1,62 @@
+"""The gate's tables. Schema changes go through Alembic migrations beside this file."""
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import BigInteger, Boolean, DateTime, Integer, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL gets a 64-bit key.
+BigId = BigInteger().with_variant(Integer, "sqlite")
+
+EMAIL_LENGTH = 320  # RFC 5321: 64 local + @ + 255 domain
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class GateSettings(Base):
+    """One row (id 1): the global switches an admin controls."""
+
+    __tablename__ = "gate_settings"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    marketo_check_enabled: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    # None: follow GATEWAY_FAILURE_MODE from the environment.
+    failure_mode: Mapped[str | None] = mapped_column(String(8), nullable=True)
+    marketo_connected: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+    marketo_message: Mapped[str | None] = mapped_column(Text, nullable=True)
+    marketo_checked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    updated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    updated_by: Mapped[str | None] = mapped_column(String(100), nullable=True)
+
+
+class BlockedSend(Base):
+    """One recipient kept from one message: a denied message's culprit or a dropped group-send recipient."""
+
+    __tablename__ = "blocked_sends"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    check_id: Mapped[str] = mapped_column(String(40), nullable=False, index=True)
+    source: Mapped[str] = mapped_column(String(20), nullable=False)
+    workflow: Mapped[str] = mapped_column(String(32), nullable=False)
+    sender: Mapped[str | None] = mapped_column(String(EMAIL_LENGTH), nullable=True)
+    recipient: Mapped[str] = mapped_column(String(EMAIL_LENGTH), nullable=False)
+    reason_code: Mapped[str] = mapped_column(String(32), nullable=False)
+    message_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
+
+
+class ApiKey(Base):
+    """A key made by `gateway keys create`: only its SHA-256 is kept."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(100), nullable=False, unique=True)
+    role: Mapped[str] = mapped_column(String(16), nullable=False)
+    key_hash: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

@@ -1,0 +1,84 @@
+"""The admin API's inputs and outputs."""
+from __future__ import annotations
+
+import base64
+import binascii
+
+from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
+
+from gateway.config import FAILURE_MODES
+
+MAX_PAGE = 500
+
+
+def encode_cursor(last_id: int) -> str:
+    return base64.urlsafe_b64encode(f"bs:{last_id}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> int:
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        prefix, _, number = text.partition(":")
+        if prefix != "bs" or not number.isdigit():
+            raise ValueError
+        return int(number)
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise ValidationError("Not a cursor this gate gave out.") from None
+
+
+class CursorField(fields.String):
+    def _deserialize(self, value, attr, data, **kwargs):
+        return decode_cursor(super()._deserialize(value, attr, data, **kwargs))
+
+
+class SettingsPatchSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    marketo_check_enabled = fields.Boolean(strict=True)
+    failure_mode = fields.String(validate=validate.OneOf(FAILURE_MODES))
+
+    @validates_schema
+    def not_empty(self, data, **_):
+        if not data:
+            raise ValidationError("Send at least one of marketo_check_enabled, failure_mode.")
+
+
+class MarketoStatusSchema(Schema):
+    configured = fields.Boolean()
+    connected = fields.Boolean(allow_none=True)
+    message = fields.String()
+    checked_at = fields.DateTime(allow_none=True)
+
+
+class SettingsSchema(Schema):
+    marketo_check_enabled = fields.Boolean()
+    failure_mode = fields.String(validate=validate.OneOf(FAILURE_MODES))
+    marketo = fields.Nested(MarketoStatusSchema)
+    updated_at = fields.DateTime(allow_none=True)
+    updated_by = fields.String(allow_none=True)
+
+
+class BlockedSendsQuerySchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    limit = fields.Integer(validate=validate.Range(min=1, max=MAX_PAGE))
+    cursor = CursorField()
+    format = fields.String(load_default="json", validate=validate.OneOf(("json", "csv")))
+
+
+class BlockedSendSchema(Schema):
+    at = fields.DateTime()
+    check_id = fields.String()
+    source = fields.String()
+    workflow = fields.String()
+    sender = fields.String(allow_none=True)
+    recipient = fields.String()
+    reason_code = fields.String()
+    message_id = fields.String(allow_none=True)
+
+
+class BlockedSendsPageSchema(Schema):
+    items = fields.List(fields.Nested(BlockedSendSchema))
+    next_cursor = fields.String(allow_none=True)

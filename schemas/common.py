@@ -1,0 +1,98 @@
+"""Pieces every caller's schema shares: address parsing and the shape of an answer."""
+from __future__ import annotations
+
+from email.utils import parseaddr
+
+from email_validator import EmailNotValidError, validate_email
+from marshmallow import Schema, ValidationError, fields, validate
+
+from gateway.decisions import ALLOW, DENY, RECIPIENT_TYPES, WORKFLOWS, Recipient
+
+MAX_ADDRESS_INPUT = 1000  # longer than any real "Name <address>"; never worth parsing
+
+
+def normalize_address(raw: str) -> str | None:
+    """`  Jane Doe <Jane@Example.COM> ` -> `jane@example.com`; None when it is not one valid address."""
+    text = raw.strip()
+    if not text or len(text) > MAX_ADDRESS_INPUT:
+        return None
+    if "<" in text or ">" in text:
+        name, address = parseaddr(text)
+        if not address or text.count("<") != 1:
+            return None
+        text = address
+    try:
+        checked = validate_email(text, check_deliverability=False, allow_quoted_local=False)
+    except EmailNotValidError:
+        return None
+    return checked.normalized.lower()
+
+
+def recipient(raw: str, kind: str) -> Recipient:
+    return Recipient(raw=raw.strip(), email=normalize_address(raw), type=kind)
+
+
+def validate_sender(value: str) -> None:
+    if normalize_address(value) is None:
+        raise ValidationError("Not a valid email address.")
+
+
+def sender_value(raw: str | None) -> str | None:
+    """What the blocked-send log records as the sender: the normalized address when it is one."""
+    if raw is None or not raw.strip():
+        return None
+    return normalize_address(raw) or raw.strip()[:320]
+
+
+WorkflowField = fields.String(
+    required=True,
+    validate=validate.OneOf(WORKFLOWS),
+    metadata={"description": "How the message goes out; decides what a suppressed recipient does."},
+)
+
+
+# Answers ---------------------------------------------------------------------
+
+class RecipientResultSchema(Schema):
+    email = fields.String(metadata={"description": "Normalized address, or the input as sent when it is not valid."})
+    type = fields.String(validate=validate.OneOf(RECIPIENT_TYPES))
+    decision = fields.String(validate=validate.OneOf((ALLOW, DENY)))
+    reason_code = fields.String(
+        validate=validate.OneOf(
+            ("allowed", "unsubscribed", "invalid_address", "unverified", "check_disabled", "not_in_marketo")
+        )
+    )
+    reason = fields.String(metadata={"description": "One sentence for a person, at most 500 characters."})
+    checked_via = fields.String(
+        validate=validate.OneOf(("mirror", "cache", "live", "policy", "setting", "validation")),
+        metadata={"description": "What answered for this address; `validation` when it is not a valid address."},
+    )
+
+
+MESSAGE_REASON_CODES = ("allowed", "unsubscribed", "invalid_address", "unverified", "check_disabled", "no_recipients_left")
+
+
+class MessageResultSchema(Schema):
+    id = fields.String(allow_none=True)
+    decision = fields.String(validate=validate.OneOf((ALLOW, DENY)))
+    reason_code = fields.String(validate=validate.OneOf(MESSAGE_REASON_CODES))
+    reason = fields.String()
+    deliver_to = fields.List(fields.String(), metadata={"description": "Normalized addresses the message may go to."})
+    blocked = fields.List(fields.String(), metadata={"description": "Addresses kept from this message."})
+    recipients = fields.List(fields.Nested(RecipientResultSchema))
+
+
+class CheckAnswerSchema(Schema):
+    check_id = fields.String()
+    enabled = fields.Boolean(metadata={"description": "Whether the Marketo check is turned on."})
+    results = fields.List(fields.Nested(MessageResultSchema))
+
+
+class ErrorBodySchema(Schema):
+    code = fields.String()
+    message = fields.String()
+    fields_ = fields.Dict(data_key="fields")
+
+
+class ErrorSchema(Schema):
+    error = fields.Nested(ErrorBodySchema)

@@ -1,0 +1,68 @@
+"""`POST /v1/hooks/salesforce`: what Apex's `JSON.serialize` makes of a wrapper around EmailMessage records.
+
+sObjects keep Salesforce's field names and an `attributes` member; fields never set are absent, fields set
+to null come as null, and any other field of the record is ignored.
+"""
+from __future__ import annotations
+
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, post_load, validate, validates_schema
+
+from gateway.decisions import CheckRequest, Message
+from schemas.common import WorkflowField, recipient, sender_value
+
+ADDRESS_FIELDS = (("ToAddress", "to"), ("CcAddress", "cc"), ("BccAddress", "bcc"))
+MAX_ADDRESS_FIELD = 32_000  # Salesforce's own limit on these fields is 4,000 characters
+
+
+def split_addresses(value: str | None) -> list[str]:
+    """Salesforce stores several addresses in one field, separated by `;` (some orgs also use `,`)."""
+    if not value:
+        return []
+    return [part.strip() for part in value.replace(",", ";").split(";") if part.strip()]
+
+
+class AttributesSchema(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    type = fields.String(allow_none=True)
+    url = fields.String(allow_none=True)
+
+
+class EmailRecordSchema(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    attributes = fields.Nested(AttributesSchema, allow_none=True)
+    Id = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=255))
+    ToAddress = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=MAX_ADDRESS_FIELD))
+    CcAddress = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=MAX_ADDRESS_FIELD))
+    BccAddress = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=MAX_ADDRESS_FIELD))
+    FromAddress = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=1000))
+
+    @validates_schema
+    def has_recipient(self, data, **_):
+        if not any(split_addresses(data.get(name)) for name, _kind in ADDRESS_FIELDS):
+            raise ValidationError("A record needs at least one address in ToAddress, CcAddress or BccAddress.", "ToAddress")
+
+
+class SalesforceCalloutSchema(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    workflow = WorkflowField
+    userId = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=64))
+    records = fields.List(fields.Nested(EmailRecordSchema), required=True, validate=validate.Length(min=1))
+
+    @post_load
+    def to_request(self, data, **_):
+        messages = []
+        for record in data["records"]:
+            recipients = tuple(
+                recipient(address, kind) for name, kind in ADDRESS_FIELDS for address in split_addresses(record[name])
+            )
+            sender = sender_value(record["FromAddress"]) or data["userId"]
+            messages.append(Message(id=record["Id"], recipients=recipients, sender=sender))
+        return CheckRequest(
+            source="salesforce", workflow=data["workflow"], sender=data["userId"], messages=tuple(messages)
+        )

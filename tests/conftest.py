@@ -1,0 +1,129 @@
+"""Fixtures: a real database (SQLite, or PostgreSQL from GATEWAY_TEST_DATABASE_URL), the Marketo simulator
+served over real HTTP, and the gate built around them."""
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
+
+from gateway import create_app
+from gateway.config import ApiKeySpec, GateConfig, normalize_database_url
+from gateway.store import Store
+from gateway.store.db import make_engine, upgrade
+from gateway.store.models import Base
+
+CALLER_KEY = "test-caller-key"
+ADMIN_KEY = "test-admin-key"
+CALLER = {"Authorization": f"Bearer {CALLER_KEY}"}
+ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
+LOCAL_POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def connect_or_skip(url: str):
+    """A missing server is a skip on a laptop and a failure in CI, where the server must be there."""
+    engine = make_engine(normalize_database_url(url))
+    try:
+        with engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+    except OperationalError as error:
+        engine.dispose()
+        reason = f"no database at {url}: {str(error).splitlines()[0]}"
+        if IN_CI:
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return engine
+
+
+def fresh_schema(engine) -> None:
+    with engine.begin() as connection:
+        Base.metadata.drop_all(connection)
+        connection.execute(text("DROP TABLE IF EXISTS alembic_version"))
+    upgrade(engine)
+
+
+@pytest.fixture(scope="session")
+def engine(tmp_path_factory):
+    url = os.environ.get("GATEWAY_TEST_DATABASE_URL")
+    if url:
+        engine = connect_or_skip(url)
+    else:
+        engine = make_engine(f"sqlite:///{tmp_path_factory.mktemp('db') / 'gate.sqlite3'}")
+    fresh_schema(engine)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def store(engine):
+    store = Store(engine)
+    yield store
+    with engine.begin() as connection:
+        connection.execute(text("DELETE FROM blocked_sends"))
+        connection.execute(text("DELETE FROM api_keys"))
+        connection.execute(
+            text(
+                "UPDATE gate_settings SET marketo_check_enabled = :off, failure_mode = NULL, marketo_connected = NULL,"
+                " marketo_message = NULL, marketo_checked_at = NULL, updated_at = NULL, updated_by = NULL"
+            ),
+            {"off": False},
+        )
+
+
+@pytest.fixture
+def simulator():
+    from gateway.marketo.simulator import SimulatorState, start_simulator
+
+    running = start_simulator(SimulatorState())
+    yield running
+    running.stop()
+
+
+def gate_config(engine, **overrides) -> GateConfig:
+    config = GateConfig(
+        database_url=engine.url.render_as_string(hide_password=False),
+        secret_key="test-secret",
+        api_keys=(ApiKeySpec("test-caller", "caller", CALLER_KEY), ApiKeySpec("test-admin", "admin", ADMIN_KEY)),
+        check_timeout=3.0,
+    )
+    return replace(config, **overrides)
+
+
+@pytest.fixture
+def make_gate(engine, store):
+    """Build a gate app; pass a simulator to point it at Marketo, `enabled=True` to turn the check on."""
+    apps = []
+
+    def make(simulator=None, *, enabled=False, **overrides):
+        if simulator is not None:
+            state = simulator.state
+            overrides = {
+                "marketo_base_url": simulator.base_url,
+                "marketo_client_id": state.client_id,
+                "marketo_client_secret": state.client_secret,
+                **overrides,
+            }
+        app = create_app(gate_config(store.engine, **overrides))
+        app.testing = True
+        if enabled:
+            store.update_settings({"marketo_check_enabled": True}, updated_by="test")
+        apps.append(app)
+        return app
+
+    yield make
+    for app in apps:
+        app.extensions["gate"].store.engine.dispose()
+
+
+@pytest.fixture
+def gate(make_gate, simulator):
+    """The gate with the check on, talking to a fresh simulator over HTTP."""
+    return make_gate(simulator, enabled=True)
+
+
+@pytest.fixture
+def client(gate):
+    return gate.test_client()
