@@ -112,6 +112,14 @@ def blocked_sends():
     )
 
 
+def _csv_cell(value) -> str:
+    """Callers choose message ids and addresses; a spreadsheet must not run them as formulas."""
+    if value is None:
+        return ""
+    text = str(value)
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
 def _csv_answer(store, query) -> Response:
     """Without `limit`, every row from the cursor on: an export; with it, one page and `X-Next-Cursor`."""
     headers = {"Content-Disposition": "attachment; filename=blocked-sends.csv"}
@@ -128,7 +136,7 @@ def _csv_answer(store, query) -> Response:
         writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, extrasaction="ignore")
         writer.writeheader()
         for row in rows:
-            writer.writerow({k: "" if v is None else v for k, v in blocked_send_schema.dump(row).items()})
+            writer.writerow({k: _csv_cell(v) for k, v in blocked_send_schema.dump(row).items()})
             if buffer.tell() > 64 * 1024:
                 yield buffer.getvalue()
                 buffer.seek(0)

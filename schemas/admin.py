@@ -35,7 +35,7 @@ class SettingsPatchSchema(Schema):
     class Meta:
         unknown = RAISE
 
-    marketo_check_enabled = fields.Boolean(strict=True)
+    marketo_check_enabled = fields.Boolean(truthy={True}, falsy={False})
     failure_mode = fields.String(validate=validate.OneOf(FAILURE_MODES))
 
     @validates_schema

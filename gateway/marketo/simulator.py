@@ -186,7 +186,6 @@ class Fault:
     latency: float
     remaining: int | None  # None = until cleared
     paths: str
-    release: threading.Event  # set to cut a latency sleep short
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -200,12 +199,12 @@ class Fault:
 
 @dataclass
 class Admission:
-    """The verdict on one incoming call, decided under the state lock."""
+    """The verdict on one incoming call, decided under the state lock. An admitted
+    REST call (no ``reject``) is in flight until ``_leave()``."""
 
     reject: str | None = None  # "606" / "607" / "615"
     fault: Fault | None = None
-    release: threading.Event | None = None
-    in_flight: bool = False  # whether the caller must call _leave()
+    release: threading.Event | None = None  # set to cut the fault's latency short
 
 
 class SimulatorState:
@@ -492,7 +491,7 @@ class SimulatorState:
             raise ValueError("a fault needs a code, an http_status or a latency")
         with self._lock:
             self._faults[paths].append(
-                Fault(code, http_status, float(latency), count, paths, self._release)
+                Fault(code, http_status, float(latency), count, paths)
             )
 
     def clear_faults(self) -> None:
@@ -540,7 +539,7 @@ class SimulatorState:
             self._max_window_calls = max(self._max_window_calls, len(window))
             self._in_flight += 1
             self._max_in_flight = max(self._max_in_flight, self._in_flight)
-            return Admission(fault=self._take_fault_locked("rest"), release=self._release, in_flight=True)
+            return Admission(fault=self._take_fault_locked("rest"), release=self._release)
 
     def _admit_identity(self) -> Admission:
         with self._lock:
@@ -600,7 +599,11 @@ def _bare_status(status: int) -> Response:
         f"<html><head><title>{status} {reason}</title></head>"
         f"<body><center><h1>{status} {reason}</h1></center><hr><center>nginx</center></body></html>\n"
     )
-    return Response(body, status=status, mimetype="text/html")
+    response = Response(body, status=status, mimetype="text/html")
+    if status in (413, 414):
+        # The front end refuses without reading the request: close the connection.
+        response.headers["Connection"] = "close"
+    return response
 
 
 def _sleep(admission: Admission) -> None:
