@@ -39,8 +39,8 @@ def build_marketo_client(config: GateConfig):
 
 
 def create_app(config: GateConfig | None = None, *, marketo=None) -> Flask:
-    app = Flask(__name__, instance_relative_config=False)
-    config = config or load_config(instance_path=app.instance_path)
+    app = Flask(__name__)
+    config = config or load_config()
     app.config.update(SECRET_KEY=config.secret_key, MAX_CONTENT_LENGTH=config.max_content_length)
     app.json.sort_keys = False
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

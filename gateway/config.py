@@ -84,11 +84,14 @@ def _flag(env, name) -> bool:
     return env.get(name, "").strip().lower() in ("1", "true", "yes", "on")
 
 
-def default_sqlite_url(instance_path: str | os.PathLike) -> str:
-    return f"sqlite:///{Path(instance_path) / 'gateway.sqlite3'}"
+def database_url(env=None) -> str:
+    """DATABASE_URL, or a SQLite file under ./instance (the app's root on Heroku and in a checkout)."""
+    env = os.environ if env is None else env
+    default = f"sqlite:///{Path('instance').absolute() / 'gateway.sqlite3'}"
+    return normalize_database_url(env.get("DATABASE_URL") or default)
 
 
-def load_config(env=None, *, instance_path: str | os.PathLike = "instance") -> GateConfig:
+def load_config(env=None) -> GateConfig:
     env = os.environ if env is None else env
     demo = _flag(env, "GATEWAY_DEMO")
     secret_key = env.get("SECRET_KEY")
@@ -100,7 +103,7 @@ def load_config(env=None, *, instance_path: str | os.PathLike = "instance") -> G
     if failure_mode not in FAILURE_MODES:
         raise ConfigError("GATEWAY_FAILURE_MODE must be 'deny' or 'allow'")
     return GateConfig(
-        database_url=normalize_database_url(env.get("DATABASE_URL") or default_sqlite_url(instance_path)),
+        database_url=database_url(env),
         secret_key=secret_key,
         demo=demo,
         marketo_base_url=(env.get("MARKETO_BASE_URL") or "").rstrip("/") or None,

@@ -647,7 +647,7 @@ def test_add_lead_ids(state):
         state.add_lead("d@x.com", lead_id=500)
 
 
-def test_reset_forgets_everything_but_keeps_config(client, clock):
+def test_reset_forgets_everything_but_keeps_config(clock):
     state = SimulatorState(client_id="id-1", client_secret="s-1", rate_limit_calls=5, clock=clock)
     client = create_simulator_app(state).test_client()
     state.add_lead("a@x.com")
@@ -661,7 +661,7 @@ def test_reset_forgets_everything_but_keeps_config(client, clock):
     assert state.faults() == []
     assert error_code(lookup(client, token, ["a@x.com"])) == "601"
     fresh = client.get("/identity/oauth/token", query_string=creds).get_json()["access_token"]
-    for _ in range(5):
+    for _ in range(4):  # the 601 call above was the first of 5 in the window
         assert lookup(client, fresh, ["a@x.com"])["result"] == []
     assert error_code(lookup(client, fresh, ["a@x.com"])) == "606"
 
@@ -718,6 +718,23 @@ def test_real_http_lookup_and_414(sim):
     assert resp.status_code == 200 and resp.json()["success"] is True
 
 
+def test_real_http_413_on_body_over_1mb_even_chunked(sim):
+    token = requests.get(f"{sim.base_url}/identity/oauth/token", params=CREDS, timeout=10).json()["access_token"]
+    headers = {**auth(token), "Content-Type": "application/x-www-form-urlencoded"}
+    url = f"{sim.base_url}/rest/v1/leads.json?_method=GET"
+
+    def chunks(n):  # a generator body goes out chunked, without Content-Length
+        yield b"filterType=email&filterValues=a@x.com&padding="
+        for _ in range(n):
+            yield b"x" * 100_000
+
+    assert requests.post(url, data=chunks(10), headers=headers, timeout=10).json()["success"] is True
+    assert requests.post(url, data=chunks(11), headers=headers, timeout=10).status_code == 413
+    resp = requests.post(url, data=b"filterType=email&filterValues=" + b"a" * (1024 * 1024), headers=headers, timeout=10)
+    assert resp.status_code == 413
+    assert sim.state.stats()["rejected"] == {"413": 2}
+
+
 def test_control_api_over_http(sim):
     base = sim.base_url
     resp = requests.post(
@@ -763,7 +780,7 @@ def test_control_api_over_http(sim):
 
     stats = requests.get(f"{base}/_sim/stats", timeout=10).json()
     assert stats["calls"]["token"] == 1
-    assert stats["rest_calls"] == 6
+    assert stats["rest_calls"] == 5
     assert stats["errors"] == {"604": 1, "502": 1, "602": 1}
 
     assert requests.post(f"{base}/_sim/reset", timeout=10).status_code == 200
@@ -782,29 +799,31 @@ def test_start_and_stop(sim):
 
 
 def test_main_as_subprocess_serves_and_exits_on_sigterm():
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gateway.marketo.simulator", "--port", "0", "--seed", "demo", "--quiet",
-         "--client-id", "cli-id", "--client-secret", "cli-secret"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-    lines: queue.Queue = queue.Queue()
-    threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True).start()
-    try:
-        line = lines.get(timeout=20)
-        match = re.search(r"(http://\S+)", line)
-        assert match, line
-        base = match.group(1)
-        creds = {"grant_type": "client_credentials", "client_id": "cli-id", "client_secret": "cli-secret"}
-        token = requests.get(f"{base}/identity/oauth/token", params=creds, timeout=10).json()["access_token"]
-        body = requests.get(
-            f"{base}/rest/v1/leads.json",
-            params={"filterType": "email", "filterValues": "jane@example.com", "fields": "unsubscribed"},
-            headers=auth(token), timeout=10,
-        ).json()
-        assert body["result"][0]["unsubscribed"] is True
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=10) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=10)
+    cmd = [
+        sys.executable, "-m", "gateway.marketo.simulator", "--port", "0", "--seed", "demo", "--quiet",
+        "--client-id", "cli-id", "--client-secret", "cli-secret",
+    ]
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True) as proc:
+        lines: queue.Queue = queue.Queue()
+        reader = threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True)
+        reader.start()
+        try:
+            line = lines.get(timeout=20)
+            match = re.search(r"(http://\S+)", line)
+            assert match, line
+            base = match.group(1)
+            creds = {"grant_type": "client_credentials", "client_id": "cli-id", "client_secret": "cli-secret"}
+            token = requests.get(f"{base}/identity/oauth/token", params=creds, timeout=10).json()["access_token"]
+            body = requests.get(
+                f"{base}/rest/v1/leads.json",
+                params={"filterType": "email", "filterValues": "jane@example.com", "fields": "unsubscribed"},
+                headers=auth(token), timeout=10,
+            ).json()
+            assert body["result"][0]["unsubscribed"] is True
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=10) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=10)
+            reader.join(timeout=10)

@@ -186,12 +186,10 @@ class MarketoClient:
             futures = [pool.submit(self._answer_batch, batch, deadline) for batch in batches]
             # Requests' timeout bounds each socket read, not a whole answer; this bounds the call.
             wait(futures, timeout=max(deadline.remaining(), 0.0) + _HANG_GRACE)
+            too_late = MarketoUnavailable("Marketo did not answer before the deadline")
             answer = _BatchAnswer()
             for batch, future in zip(batches, futures):
-                if future.done():
-                    answer.add(future.result())
-                else:
-                    answer.add(_BatchAnswer.all_failed(batch, MarketoUnavailable("Marketo did not answer before the deadline")))
+                answer.add(future.result() if future.done() else _BatchAnswer.all_failed(batch, too_late))
             return answer
         finally:
             pool.shutdown(wait=False, cancel_futures=True)

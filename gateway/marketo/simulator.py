@@ -599,11 +599,7 @@ def _bare_status(status: int) -> Response:
         f"<html><head><title>{status} {reason}</title></head>"
         f"<body><center><h1>{status} {reason}</h1></center><hr><center>nginx</center></body></html>\n"
     )
-    response = Response(body, status=status, mimetype="text/html")
-    if status in (413, 414):
-        # The front end refuses without reading the request: close the connection.
-        response.headers["Connection"] = "close"
-    return response
+    return Response(body, status=status, mimetype="text/html")
 
 
 def _sleep(admission: Admission) -> None:
@@ -770,13 +766,16 @@ def _token_view() -> Response:
 
 
 def _raw_uri() -> str:
+    """Path and query as the client sent them (RAW_URI from the HTTP server; the
+    test client may leave the query out of it)."""
     env = request.environ
-    raw = env.get("RAW_URI") or env.get("REQUEST_URI")
-    if raw:
-        return raw
-    path = quote(env.get("SCRIPT_NAME", "") + env.get("PATH_INFO", ""), safe="/:@!$&'()*+,;=-._~")
     qs = env.get("QUERY_STRING", "")
-    return f"{path}?{qs}" if qs else path
+    raw = env.get("RAW_URI") or env.get("REQUEST_URI")
+    if not raw:
+        raw = quote(env.get("SCRIPT_NAME", "") + env.get("PATH_INFO", ""), safe="/:@!$&'()*+,;=-._~")
+    if qs and "?" not in raw:
+        raw = f"{raw}?{qs}"
+    return raw
 
 
 def _is_marketo_path(path: str) -> bool:
@@ -791,16 +790,22 @@ def _front_door() -> Response | None:
     if len(_raw_uri().encode("latin-1", "replace")) > MAX_URI_BYTES:
         state._count_http_reject(414)
         return _bare_status(414)
-    request.max_content_length = MAX_BODY_BYTES
     request.max_form_memory_size = MAX_BODY_BYTES
-    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
+    too_large = False
+    if request.content_length is not None:
+        too_large = request.content_length > MAX_BODY_BYTES
+    elif request.environ.get("wsgi.input_terminated"):
+        # A chunked body: read (and cache) one byte past the limit to tell.
+        request.max_content_length = MAX_BODY_BYTES + 1
+        too_large = len(request.get_data(cache=True)) > MAX_BODY_BYTES
+    if too_large:
         state._count_http_reject(413)
         return _bare_status(413)
     return None
 
 
 def _too_large(_err: RequestEntityTooLarge) -> Response:
-    # A chunked body that grew past the limit while being read.
+    # Werkzeug refused a body or form part past its limits.
     _state()._count_http_reject(413)
     return _bare_status(413)
 

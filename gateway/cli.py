@@ -1,0 +1,174 @@
+"""`gateway` command: migrations, API keys, and the demo.
+
+    gateway migrate                     bring the database schema up to date (Procfile `release:`)
+    gateway keys create NAME --role R   make a key, print it once, keep only its hash
+    gateway keys list | revoke NAME
+    gateway demo                        the gate and a seeded Marketo simulator on this machine
+"""
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import click
+import requests
+
+from gateway.config import database_url
+from gateway.store import Store
+from gateway.store.db import make_engine, upgrade
+
+
+def _store() -> Store:
+    return Store(make_engine(database_url()))
+
+
+@click.group(help=__doc__)
+def main() -> None:
+    pass
+
+
+@main.command(help="Apply every pending database migration.")
+def migrate() -> None:
+    engine = make_engine(database_url())
+    upgrade(engine)
+    click.echo(f"database at revision head ({engine.url.get_backend_name()})")
+
+
+@main.group(help="Manage the gate's API keys.")
+def keys() -> None:
+    pass
+
+
+@keys.command("create", help="Create a key. It is printed once; the gate stores only its hash.")
+@click.argument("name")
+@click.option("--role", type=click.Choice(["caller", "admin"]), default="caller", show_default=True)
+def create_key(name: str, role: str) -> None:
+    store = _store()
+    if any(key.name == name for key in store.keys()):
+        raise click.ClickException(f"a key named {name!r} exists already")
+    key = store.create_key(name, role)
+    click.echo(f"{role} key {name!r} created. It is shown only now:\n{key}")
+
+
+@keys.command("list", help="List keys (never the keys themselves).")
+def list_keys() -> None:
+    for key in _store().keys():
+        state = f"revoked {key.revoked_at:%Y-%m-%d %H:%M}" if key.revoked_at else "active"
+        used = f"{key.last_used_at:%Y-%m-%d %H:%M}" if key.last_used_at else "never"
+        click.echo(f"{key.name}\t{key.role}\t{state}\tlast used {used}")
+
+
+@keys.command("revoke", help="Revoke a key at once.")
+@click.argument("name")
+def revoke_key(name: str) -> None:
+    if not _store().revoke_key(name):
+        raise click.ClickException(f"no active key named {name!r}")
+    click.echo(f"key {name!r} revoked")
+
+
+# Demo ------------------------------------------------------------------------
+
+DEMO_CALLER_KEY = "demo-caller-key"
+DEMO_ADMIN_KEY = "demo-admin-key"
+
+
+def _wait_until_up(url: str, process: subprocess.Popen, deadline_seconds: float = 30.0) -> None:
+    deadline = time.monotonic() + deadline_seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise click.ClickException(f"{process.args[0]} exited with {process.returncode} while starting")
+        try:
+            requests.get(url, timeout=1)
+            return
+        except requests.RequestException:
+            time.sleep(0.1)  # polling a starting server; bounded by the deadline
+    raise click.ClickException(f"{url} did not come up within {deadline_seconds:.0f} s")
+
+
+def _curl_examples(base: str) -> str:
+    caller = f"-H 'Authorization: Bearer {DEMO_CALLER_KEY}' -H 'Content-Type: application/json'"
+    admin = f"-H 'Authorization: Bearer {DEMO_ADMIN_KEY}'"
+    checks = '{"source":"web","workflow":"multi_select_send","sender":"rep@acme.example","messages":[{"id":"msg-1","recipients":[{"email":"jane@example.com","type":"to"}]},{"id":"msg-2","recipients":[{"email":"Bob <bob@example.com>","type":"cc"}]}]}'
+    salesforce = '{"workflow":"single_send","userId":"005xx0000012345","records":[{"attributes":{"type":"EmailMessage","url":"/services/data/v62.0/sobjects/EmailMessage/02s000000000001"},"Id":"02s000000000001","ToAddress":"alice@example.com; unsub@example.com","CcAddress":null,"FromAddress":"rep@acme.example","Subject":"Hello"}]}'
+    email_client = '{"client":"outlook","sender":"rep@acme.example","to":[{"emailAddress":"jane@example.com","displayName":"Jane"}],"cc":["bob@example.com"],"bcc":[],"subject":"Hello"}'
+    return "\n".join(
+        [
+            "Try it (jane@, unsub@ and dup@example.com unsubscribed; bob@ and alice@ subscribed):",
+            f"  curl -s {caller} -d {shlex.quote(checks)} {base}/v1/checks",
+            f"  curl -s {caller} -d {shlex.quote(salesforce)} {base}/v1/hooks/salesforce",
+            f"  curl -s {caller} -d {shlex.quote(email_client)} {base}/v1/hooks/email-client",
+            f"  curl -s {admin} {base}/v1/admin/settings",
+            f"  curl -s {admin} '{base}/v1/admin/blocked-sends?limit=20'",
+        ]
+    )
+
+
+@main.command(help="Run the gate in demo mode: a seeded Marketo simulator, SQLite, the check turned on.")
+@click.option("--port", type=int, default=lambda: int(os.environ.get("PORT", 8000)), show_default="$PORT or 8000")
+@click.option("--marketo-port", type=int, default=8101, show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True)
+def demo(port: int, marketo_port: int, host: str) -> None:
+    marketo_url = f"http://127.0.0.1:{marketo_port}"
+    env = {
+        **os.environ,
+        "GATEWAY_DEMO": "1",
+        "MARKETO_BASE_URL": marketo_url,
+        "MARKETO_CLIENT_ID": "sim-client",
+        "MARKETO_CLIENT_SECRET": "sim-secret",
+        "GATEWAY_API_KEYS": f"demo-caller:caller:{DEMO_CALLER_KEY},demo-admin:admin:{DEMO_ADMIN_KEY}",
+        "DATABASE_URL": os.environ.get("DATABASE_URL") or f"sqlite:///{Path('instance').absolute() / 'demo.sqlite3'}",
+    }
+    env.setdefault("SECRET_KEY", os.urandom(24).hex())
+    simulator = subprocess.Popen(
+        [sys.executable, "-m", "gateway.marketo.simulator", "--host", "127.0.0.1", "--port", str(marketo_port),
+         "--seed", "demo", "--quiet"],
+        env=env,
+    )
+    gate = None
+    try:
+        _wait_until_up(f"{marketo_url}/_sim/stats", simulator)
+        os.environ.update(env)
+        upgrade(make_engine(env["DATABASE_URL"]))
+        _turn_check_on()
+        gate = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "gateway:create_app()", "--bind", f"{host}:{port}",
+             "--workers", "2", "--worker-class", "gthread", "--threads", "8"],
+            env=env,
+        )
+        base = f"http://{host}:{port}"
+        _wait_until_up(f"{base}/healthz", gate)
+        click.echo(f"\nThe gate is up at {base} (demo mode; Marketo simulator at {marketo_url}).")
+        click.echo(f"Caller key: {DEMO_CALLER_KEY}   Admin key: {DEMO_ADMIN_KEY}\n")
+        click.echo(_curl_examples(base))
+        click.echo("\nCtrl-C stops both.")
+        gate.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for process in (gate, simulator):
+            if process is not None and process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                try:
+                    process.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+
+
+def _turn_check_on() -> None:
+    """The same path an admin takes: PATCH the setting, which first tests the Marketo connection."""
+    from gateway import create_app
+
+    app = create_app()
+    response = app.test_client().patch(
+        "/v1/admin/settings",
+        json={"marketo_check_enabled": True},
+        headers={"Authorization": f"Bearer {DEMO_ADMIN_KEY}"},
+    )
+    if response.status_code != 200:
+        raise click.ClickException(f"could not turn the check on: {response.get_json()}")
+    app.extensions["gate"].store.engine.dispose()
