@@ -1,0 +1,147 @@
+"""Closed-loop HTTP load generator: N threads, one keep-alive http.client connection each.
+
+Run by bench_checks.py as a subprocess (one or more per target), never imported by the gate.
+Protocol on stdin/stdout, so several load processes start at the same moment:
+
+    stdin : one line of JSON config (see `main`)
+    stdout: "ready"            once every connection is open
+    stdin : "go"               start the clock
+    stdout: one line of JSON   the results (raw latencies included, so the parent can merge processes)
+
+Only the standard library is used, so the client's own cost stays small and predictable.
+"""
+from __future__ import annotations
+
+import http.client
+import itertools
+import json
+import os
+import random
+import re
+import sys
+import threading
+import time
+from collections import Counter
+
+CHECKED_VIA = re.compile(rb'"checked_via":\s*"([a-z_]+)"')
+DECISION = re.compile(rb'"decision":\s*"([a-z]+)"')
+
+
+class Worker(threading.Thread):
+    def __init__(self, index: int, config: dict, bodies: list[bytes], weights: list[float] | None):
+        super().__init__(name=f"load-{index}", daemon=True)
+        self.host = config["host"]
+        self.port = config["port"]
+        self.path = config["path"]
+        self.headers = {"Content-Type": "application/json", **config.get("headers", {})}
+        self.bodies = bodies
+        self.cum_weights = list(itertools.accumulate(weights)) if weights else None
+        self.rng = random.Random(f"{config.get('seed', 0)}:{index}")
+        self.latencies: list[float] = []
+        self.statuses: Counter = Counter()
+        self.checked_via: Counter = Counter()
+        self.decisions: Counter = Counter()
+        self.reconnects = 0
+        self.last_done = 0.0
+        self.conn: http.client.HTTPConnection | None = None
+        self.go = None  # threading.Event, set by main
+        self.end = 0.0
+
+    def connect(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+        self.conn = http.client.HTTPConnection(self.host, self.port, timeout=30)
+        self.conn.connect()
+
+    def one(self, body: bytes) -> tuple[int, bytes]:
+        self.conn.request("POST", self.path, body=body, headers=self.headers)
+        response = self.conn.getresponse()
+        data = response.read()
+        if response.will_close:
+            self.connect()
+            self.reconnects += 1
+        return response.status, data
+
+    def run(self) -> None:
+        self.go.wait()
+        choices = self.rng.choices
+        bodies, cum_weights = self.bodies, self.cum_weights
+        clock = time.perf_counter
+        while True:
+            now = clock()
+            if now >= self.end:
+                break
+            body = choices(bodies, cum_weights=cum_weights)[0] if cum_weights else bodies[self.rng.randrange(len(bodies))]
+            started = clock()
+            try:
+                status, data = self.one(body)
+            except (http.client.HTTPException, OSError):
+                # The server closed an idle keep-alive connection, or the request failed: count it, reconnect.
+                self.statuses["conn_error"] += 1
+                self.reconnects += 1
+                try:
+                    self.connect()
+                except OSError:
+                    time.sleep(0.01)  # server gone; avoid a hot loop until the run ends
+                continue
+            done = clock()
+            self.latencies.append(done - started)
+            self.last_done = done
+            self.statuses[str(status)] += 1
+            if status == 200:
+                for via in CHECKED_VIA.findall(data):
+                    self.checked_via[via.decode()] += 1
+                match = DECISION.search(data)
+                if match:
+                    self.decisions[match.group(1).decode()] += 1
+
+
+def main() -> None:
+    config = json.loads(sys.stdin.readline())
+    # config: host, port, path, headers, concurrency, duration, seed,
+    #         bodies (list of JSON values to post), weights (optional, one per body)
+    bodies = [json.dumps(body, separators=(",", ":")).encode() for body in config["bodies"]]
+    weights = config.get("weights")
+    workers = [Worker(i, config, bodies, weights) for i in range(config["concurrency"])]
+    for worker in workers:
+        worker.connect()
+    go = threading.Event()
+    for worker in workers:
+        worker.go = go
+        worker.start()
+    print("ready", flush=True)
+    if sys.stdin.readline().strip() != "go":
+        return
+    cpu_before = os.times()
+    start = time.perf_counter()
+    for worker in workers:
+        worker.end = start + config["duration"]
+    go.set()
+    for worker in workers:
+        worker.join()
+    cpu_after = os.times()
+    finished = max([w.last_done for w in workers] + [start])
+    latencies = [lat for w in workers for lat in w.latencies]
+    statuses, via, decisions = Counter(), Counter(), Counter()
+    for worker in workers:
+        statuses.update(worker.statuses)
+        via.update(worker.checked_via)
+        decisions.update(worker.decisions)
+    result = {
+        "elapsed": finished - start,
+        "requests": len(latencies),
+        "statuses": dict(statuses),
+        "checked_via": dict(via),
+        "decisions": dict(decisions),
+        "reconnects": sum(w.reconnects for w in workers),
+        "client_cpu": (cpu_after.user - cpu_before.user) + (cpu_after.system - cpu_before.system),
+        "latencies_us": [round(lat * 1e6) for lat in latencies],
+    }
+    for worker in workers:
+        worker.conn.close()
+    sys.stdout.write(json.dumps(result) + "\n")
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
