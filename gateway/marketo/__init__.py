@@ -5,6 +5,7 @@ of HTTP requests made to the gate.
 """
 from gateway.marketo.errors import (
     MarketoAuthError,
+    MarketoBudgetExhausted,
     MarketoConfigError,
     MarketoError,
     MarketoQuotaExceeded,
@@ -14,6 +15,7 @@ from gateway.marketo.errors import (
 
 __all__ = [
     "MarketoAuthError",
+    "MarketoBudgetExhausted",
     "MarketoConfigError",
     "MarketoError",
     "MarketoQuotaExceeded",

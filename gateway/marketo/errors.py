@@ -32,3 +32,7 @@ class MarketoConfigError(MarketoError):
 
 class MarketoRequestError(MarketoError):
     """609/610/612/1003 and other errors that mean the request itself was wrong."""
+
+
+class MarketoBudgetExhausted(MarketoError):
+    """The gate's own daily call budget is spent; it stops calling so the marketing team keeps its quota."""
