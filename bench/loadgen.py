@@ -4,7 +4,8 @@ Run by bench_checks.py as a subprocess (one or more per target), never imported 
 Protocol on stdin/stdout, so several load processes start at the same moment:
 
     stdin : one line of JSON config (see `main`)
-    stdout: "ready"            once every connection is open
+    stdout: "ready [ports]"    once every connection is open (the client-side port of each)
+    stdin : "reconnect [ports]" (optional, repeatable) replace those connections; answered by "ready [ports]"
     stdin : "go"               start the clock
     stdout: one line of JSON   the results (raw latencies included, so the parent can merge processes)
 
@@ -47,11 +48,14 @@ class Worker(threading.Thread):
         self.go = None  # threading.Event, set by main
         self.end = 0.0
 
-    def connect(self) -> None:
+    def connect(self) -> int:
+        """(Re)open this worker's connection; returns its client-side port."""
         if self.conn is not None:
             self.conn.close()
         self.conn = http.client.HTTPConnection(self.host, self.port, timeout=30)
         self.conn.connect()
+        self.local_port = self.conn.sock.getsockname()[1]
+        return self.local_port
 
     def one(self, body: bytes) -> tuple[int, bytes]:
         self.conn.request("POST", self.path, body=body, headers=self.headers)
@@ -105,13 +109,24 @@ def main() -> None:
     workers = [Worker(i, config, bodies, weights) for i in range(config["concurrency"])]
     for worker in workers:
         worker.connect()
+    # The parent may ask for some connections to be replaced, so that they spread evenly over
+    # the server's worker processes (a keep-alive connection stays with the worker that accepted it).
+    while True:
+        print("ready " + json.dumps([w.local_port for w in workers]), flush=True)
+        command, _, argument = sys.stdin.readline().strip().partition(" ")
+        if command == "reconnect":
+            again = set(json.loads(argument))
+            for worker in workers:
+                if worker.local_port in again:
+                    worker.connect()
+        elif command == "go":
+            break
+        else:
+            return
     go = threading.Event()
     for worker in workers:
         worker.go = go
         worker.start()
-    print("ready", flush=True)
-    if sys.stdin.readline().strip() != "go":
-        return
     cpu_before = os.times()
     start = time.perf_counter()
     for worker in workers:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from flask import Flask
 
+from gateway.budget import CallBudget
 from gateway.cache import TTLCache
 from gateway.checks import CheckService
 from gateway.config import GateConfig, load_config
@@ -15,16 +16,17 @@ from gateway.store.db import make_engine
 
 @dataclass
 class Gate:
-    """Everything a request handler needs, built once per process by create_app."""
+    """The gate's parts, built once per process: by create_app for the web, by the worker for the sync."""
 
     config: GateConfig
     store: Store
+    budget: CallBudget
     marketo: object | None
     cache: TTLCache
     checks: CheckService
 
 
-def build_marketo_client(config: GateConfig):
+def build_marketo_client(config: GateConfig, budget: CallBudget):
     if not config.marketo_configured:
         return None
     from gateway.marketo.client import MarketoClient
@@ -35,21 +37,26 @@ def build_marketo_client(config: GateConfig):
         config.marketo_client_secret,
         request_timeout=config.marketo_request_timeout,
         max_concurrency=config.marketo_max_concurrency,
+        on_call=budget,
     )
 
 
-def create_app(config: GateConfig | None = None, *, marketo=None) -> Flask:
+def build_gate(config: GateConfig) -> Gate:
+    store = Store(make_engine(config.database_url))
+    budget = CallBudget(store, config.marketo_daily_budget)
+    marketo = build_marketo_client(config, budget)
+    cache = TTLCache(config.cache_ttl, config.cache_max_entries)
+    checks = CheckService(store, marketo, cache, config)
+    return Gate(config=config, store=store, budget=budget, marketo=marketo, cache=cache, checks=checks)
+
+
+def create_app(config: GateConfig | None = None) -> Flask:
     app = Flask(__name__)
     config = config or load_config()
     app.config.update(SECRET_KEY=config.secret_key, MAX_CONTENT_LENGTH=config.max_content_length)
     app.json.sort_keys = False
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-
-    store = Store(make_engine(config.database_url))
-    marketo = marketo if marketo is not None else build_marketo_client(config)
-    cache = TTLCache(config.cache_ttl, config.cache_max_entries)
-    checks = CheckService(store, marketo, cache, default_failure_mode=config.failure_mode, timeout=config.check_timeout)
-    app.extensions["gate"] = Gate(config=config, store=store, marketo=marketo, cache=cache, checks=checks)
+    app.extensions["gate"] = build_gate(config)
 
     from gateway import admin
     from gateway.api import callouts, errors, health

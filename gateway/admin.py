@@ -12,6 +12,8 @@ from gateway.api.callouts import json_body
 from gateway.api.errors import ApiError
 from gateway.checks import CONNECTED_MESSAGE, describe_marketo_error
 from gateway.marketo import MarketoError
+from gateway.budget import quota_day
+from gateway.mirror import is_mirror_fresh
 from gateway.store import Settings, utcnow
 from schemas.admin import (
     BlockedSendSchema,
@@ -19,6 +21,7 @@ from schemas.admin import (
     BlockedSendsQuerySchema,
     SettingsPatchSchema,
     SettingsSchema,
+    StatusSchema,
     encode_cursor,
 )
 
@@ -34,6 +37,7 @@ patch_schema = SettingsPatchSchema()
 query_schema = BlockedSendsQuerySchema()
 blocked_send_schema = BlockedSendSchema()
 page_schema = BlockedSendsPageSchema()
+status_schema = StatusSchema()
 
 
 def _gate():
@@ -93,6 +97,43 @@ def patch_settings():
             raise ApiError(409, "marketo_not_connected", f"The check stays off: {message}")
     settings = _gate().store.update_settings(changes, updated_by=g.principal.name)
     return jsonify(settings_answer(settings))
+
+
+@bp.get("/status")
+@require("admin")
+def status():
+    """Marketo calls today against the budget, and how fresh the mirror is."""
+    gate = _gate()
+    now = utcnow()
+    counts = gate.store.call_counts(quota_day(now))
+    sync = gate.store.sync_status()
+    fresh = is_mirror_fresh(sync, gate.config.mirror_max_age, now)
+    lag = (now - sync.last_success_at).total_seconds() if sync.last_success_at else None
+    return jsonify(
+        status_schema.dump(
+            {
+                "marketo_calls_today": counts,
+                "budget": {
+                    "daily": gate.budget.daily_limit,
+                    "sync_limit": gate.budget.sync_limit,
+                    "remaining": max(gate.budget.daily_limit - counts.used, 0),
+                    "exhausted": counts.used >= gate.budget.daily_limit,
+                },
+                "quota_exhausted_until": getattr(gate.marketo, "quota_exhausted_until", None),
+                "mirror": {
+                    "mode": "mirror" if fresh else "live",
+                    "fresh": fresh,
+                    "size": gate.store.mirror_size(),
+                    "load_status": sync.load_status,
+                    "load_window_start": sync.load_window_start,
+                    "last_sync_at": sync.last_success_at,
+                    "lag_seconds": lag,
+                    "max_age_seconds": gate.config.mirror_max_age,
+                    "last_error": sync.last_error,
+                },
+            }
+        )
+    )
 
 
 @bp.get("/blocked-sends")

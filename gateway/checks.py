@@ -11,13 +11,23 @@ import uuid
 from dataclasses import dataclass
 
 from gateway.cache import TTLCache
+from gateway.config import GateConfig
 from gateway.decisions import ALLOW, DENY, CheckRequest, MessageResult, Verdict, decide
-from gateway.marketo import MarketoAuthError, MarketoConfigError, MarketoError, MarketoQuotaExceeded
-from gateway.store import BlockedSendEntry, Settings, Store
+from gateway.marketo import (
+    MarketoAuthError,
+    MarketoBudgetExhausted,
+    MarketoConfigError,
+    MarketoError,
+    MarketoQuotaExceeded,
+)
+from gateway.mirror import is_mirror_fresh
+from gateway.store import BlockedSendEntry, Settings, Store, SyncStatus
 
 log = logging.getLogger(__name__)
 
 CHECK_DISABLED = Verdict(ALLOW, "check_disabled", "setting")
+MIRROR_UNSUBSCRIBED = Verdict(DENY, "unsubscribed", "mirror")
+MIRROR_ALLOWED = Verdict(ALLOW, "allowed", "mirror")
 # Leaves time, inside the caller's deadline, to write the log and answer after Marketo gives up.
 ANSWER_MARGIN = 0.25
 
@@ -34,28 +44,31 @@ def new_check_id() -> str:
 
 
 class CheckService:
-    def __init__(self, store: Store, marketo, cache: TTLCache, *, default_failure_mode: str, timeout: float):
+    def __init__(self, store: Store, marketo, cache: TTLCache, config: GateConfig):
         self.store = store
         self.marketo = marketo  # a MarketoClient, or None when Marketo is not configured
         self.cache = cache
-        self.default_failure_mode = default_failure_mode
-        self.timeout = timeout
+        self.config = config
 
     def failure_mode(self, settings: Settings) -> str:
-        return settings.failure_mode or self.default_failure_mode
+        return settings.failure_mode or self.config.failure_mode
 
     def run(self, request: CheckRequest, started: float | None = None) -> CheckOutcome:
         started = time.monotonic() if started is None else started
-        settings = self.store.settings()
-        verdicts = self.resolve(request.addresses(), settings, deadline=started + self.timeout - ANSWER_MARGIN)
+        settings, sync = self.store.settings_and_sync()
+        deadline = started + self.config.check_timeout - ANSWER_MARGIN
+        verdicts = self.resolve(request.addresses(), settings, sync, deadline)
         results = decide(request, verdicts)
         check_id = new_check_id()
         self.store.log_blocked_sends(blocked_entries(check_id, request, results))
         return CheckOutcome(check_id, settings.marketo_check_enabled, results)
 
-    def resolve(self, addresses: list[str], settings: Settings, deadline: float) -> dict[str, Verdict]:
+    def resolve(self, addresses: list[str], settings: Settings, sync: SyncStatus, deadline: float) -> dict[str, Verdict]:
         if not settings.marketo_check_enabled:
             return dict.fromkeys(addresses, CHECK_DISABLED)
+        if is_mirror_fresh(sync, self.config.mirror_max_age):
+            unsubscribed = self.store.unsubscribed_among(addresses)
+            return {a: MIRROR_UNSUBSCRIBED if a in unsubscribed else MIRROR_ALLOWED for a in addresses}
         verdicts: dict[str, Verdict] = {
             address: Verdict(cached.decision, cached.reason_code, "cache")
             for address, cached in self.cache.get_many(addresses).items()
@@ -88,7 +101,7 @@ class CheckService:
 
     def _note_connection(self, settings: Settings, failures: dict[str, MarketoError]) -> None:
         """Keep the admin's view of the Marketo connection true without a write on every check."""
-        lasting = [e for e in failures.values() if isinstance(e, (MarketoAuthError, MarketoConfigError, MarketoQuotaExceeded))]
+        lasting = [e for e in failures.values() if isinstance(e, LASTING_FAILURES)]
         if lasting:
             message = describe_marketo_error(lasting[0])
             if settings.marketo_connected is not False or settings.marketo_message != message:
@@ -98,6 +111,8 @@ class CheckService:
 
 
 CONNECTED_MESSAGE = "Connected to Marketo."
+# Failures that will not pass by retrying: the admin has to know.
+LASTING_FAILURES = (MarketoAuthError, MarketoConfigError, MarketoQuotaExceeded, MarketoBudgetExhausted)
 
 
 def describe_marketo_error(error: MarketoError) -> str:
@@ -107,6 +122,8 @@ def describe_marketo_error(error: MarketoError) -> str:
         return f"Marketo denied access (check the API user's permissions and IP allow-list): {error.message}"
     if isinstance(error, MarketoQuotaExceeded):
         return f"Marketo's daily API quota is used up: {error.message}"
+    if isinstance(error, MarketoBudgetExhausted):
+        return f"The gate stopped calling Marketo: {error.message}"
     return f"Marketo did not answer: {error.message}"
 
 

@@ -3,6 +3,7 @@
     gateway migrate                     bring the database schema up to date (Procfile `release:`)
     gateway keys create NAME --role R   make a key, print it once, keep only its hash
     gateway keys list | revoke NAME
+    gateway worker                      keep the mirror of Marketo's unsubscribes in sync (Procfile `worker:`)
     gateway demo                        the gate and a seeded Marketo simulator on this machine
 """
 from __future__ import annotations
@@ -12,7 +13,9 @@ import shlex
 import signal
 import subprocess
 import sys
+import threading
 import time
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import click
@@ -71,6 +74,18 @@ def revoke_key(name: str) -> None:
     click.echo(f"key {name!r} revoked")
 
 
+@main.command(help="Keep the mirror of Marketo's unsubscribes in sync until SIGTERM.")
+def worker() -> None:
+    from gateway import build_gate
+    from gateway.config import load_config
+    from gateway.worker import run_worker
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    run_worker(build_gate(load_config()), stop)
+
+
 # Demo ------------------------------------------------------------------------
 
 DEMO_CALLER_KEY = "demo-caller-key"
@@ -122,6 +137,11 @@ def demo(port: int, marketo_port: int, host: str) -> None:
         "MARKETO_CLIENT_SECRET": "sim-secret",
         "GATEWAY_API_KEYS": f"demo-caller:caller:{DEMO_CALLER_KEY},demo-admin:admin:{DEMO_ADMIN_KEY}",
         "DATABASE_URL": os.environ.get("DATABASE_URL") or f"sqlite:///{Path('instance').absolute() / 'demo.sqlite3'}",
+        # The simulator's leads are all recent, and it finishes exports at once: a quick full load.
+        "GATEWAY_MIRROR_LOAD_FROM": (datetime.now(timezone.utc) - timedelta(days=2)).date().isoformat(),
+        "GATEWAY_EXPORT_POLL_SECONDS": "1",
+        "GATEWAY_SYNC_INTERVAL": os.environ.get("GATEWAY_SYNC_INTERVAL", "10"),
+        "GATEWAY_MARKETO_DAILY_BUDGET": os.environ.get("GATEWAY_MARKETO_DAILY_BUDGET", "20000"),
     }
     env.setdefault("SECRET_KEY", os.urandom(24).hex())
     simulator = subprocess.Popen(
@@ -130,11 +150,16 @@ def demo(port: int, marketo_port: int, host: str) -> None:
         env=env,
     )
     gate = None
+    stop_sync = threading.Event()
+    sync_thread = None
     try:
         _wait_until_up(f"{marketo_url}/_sim/stats", simulator)
         os.environ.update(env)
-        upgrade(make_engine(env["DATABASE_URL"]))
+        engine = make_engine(env["DATABASE_URL"])
+        upgrade(engine)
+        Store(engine).reset_sync_state()  # a fresh simulator: mirror it from scratch
         _turn_check_on()
+        sync_thread = _start_sync_thread(stop_sync)
         gate = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "gateway:create_app()", "--bind", f"{host}:{port}",
              "--workers", "2", "--worker-class", "gthread", "--threads", "8"],
@@ -150,6 +175,9 @@ def demo(port: int, marketo_port: int, host: str) -> None:
     except KeyboardInterrupt:
         pass
     finally:
+        stop_sync.set()
+        if sync_thread is not None:
+            sync_thread.join(timeout=10)
         for process in (gate, simulator):
             if process is not None and process.poll() is None:
                 process.send_signal(signal.SIGTERM)
@@ -157,6 +185,17 @@ def demo(port: int, marketo_port: int, host: str) -> None:
                     process.wait(timeout=10)
                 except subprocess.TimeoutExpired:
                     process.kill()
+
+
+def _start_sync_thread(stop: threading.Event) -> threading.Thread:
+    """In demo mode the mirror sync runs in this process rather than in a worker of its own."""
+    from gateway import build_gate
+    from gateway.config import load_config
+    from gateway.worker import run_worker
+
+    thread = threading.Thread(target=run_worker, args=(build_gate(load_config()), stop), name="mirror-sync", daemon=True)
+    thread.start()
+    return thread
 
 
 def _turn_check_on() -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import secrets
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
 FAILURE_MODES = ("deny", "allow")
@@ -40,6 +41,13 @@ class GateConfig:
     max_content_length: int = 1024 * 1024
     max_recipients: int = 10_000
     api_keys: tuple[ApiKeySpec, ...] = field(default_factory=tuple)
+    # The mirror of Marketo's unsubscribes
+    sync_interval: float = 30.0
+    mirror_max_age: float = 600.0
+    marketo_daily_budget: int = 2_500  # 5% of the usual 50,000 calls a day
+    mirror_load_from: datetime = datetime(2006, 1, 1, tzinfo=timezone.utc)
+    export_poll_seconds: float = 60.0
+    sync_lease_seconds: float = 120.0
 
     @property
     def marketo_configured(self) -> bool:
@@ -80,6 +88,17 @@ def _number(env, name, default, kind=float):
     return value
 
 
+def _date(env, name, default: datetime) -> datetime:
+    raw = env.get(name)
+    if not raw:
+        return default
+    try:
+        value = datetime.fromisoformat(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be an ISO date such as 2015-01-01, got {raw!r}") from None
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
 def _flag(env, name) -> bool:
     return env.get(name, "").strip().lower() in ("1", "true", "yes", "on")
 
@@ -117,4 +136,10 @@ def load_config(env=None) -> GateConfig:
         max_content_length=_number(env, "GATEWAY_MAX_BODY_BYTES", 1024 * 1024, int),
         max_recipients=_number(env, "GATEWAY_MAX_RECIPIENTS", 10_000, int),
         api_keys=parse_api_keys(env.get("GATEWAY_API_KEYS", "")),
+        sync_interval=_number(env, "GATEWAY_SYNC_INTERVAL", 30.0),
+        mirror_max_age=_number(env, "GATEWAY_MIRROR_MAX_AGE", 600.0),
+        marketo_daily_budget=_number(env, "GATEWAY_MARKETO_DAILY_BUDGET", 2_500, int),
+        mirror_load_from=_date(env, "GATEWAY_MIRROR_LOAD_FROM", datetime(2006, 1, 1, tzinfo=timezone.utc)),
+        export_poll_seconds=_number(env, "GATEWAY_EXPORT_POLL_SECONDS", 60.0),
+        sync_lease_seconds=_number(env, "GATEWAY_SYNC_LEASE_SECONDS", 120.0),
     )

@@ -82,3 +82,38 @@ class BlockedSendSchema(Schema):
 class BlockedSendsPageSchema(Schema):
     items = fields.List(fields.Nested(BlockedSendSchema))
     next_cursor = fields.String(allow_none=True)
+
+
+class CallCountsSchema(Schema):
+    day = fields.Date()
+    used = fields.Integer(metadata={"description": "Calls that count against Marketo's quota (lookup + sync)."})
+    token = fields.Integer()
+    lookup = fields.Integer()
+    sync = fields.Integer()
+
+
+class BudgetSchema(Schema):
+    daily = fields.Integer(metadata={"description": "GATEWAY_MARKETO_DAILY_BUDGET"})
+    sync_limit = fields.Integer(metadata={"description": "The share of the budget the mirror sync may spend."})
+    remaining = fields.Integer()
+    exhausted = fields.Boolean()
+
+
+class MirrorStatusSchema(Schema):
+    mode = fields.String(validate=validate.OneOf(("mirror", "live")),
+                         metadata={"description": "What answers checks now: the mirror while fresh, else live lookups."})
+    fresh = fields.Boolean()
+    size = fields.Integer(metadata={"description": "Unsubscribed addresses in the mirror."})
+    load_status = fields.String(validate=validate.OneOf(("not_started", "loading", "complete")))
+    load_window_start = fields.DateTime(allow_none=True)
+    last_sync_at = fields.DateTime(allow_none=True)
+    lag_seconds = fields.Float(allow_none=True)
+    max_age_seconds = fields.Float()
+    last_error = fields.String(allow_none=True)
+
+
+class StatusSchema(Schema):
+    marketo_calls_today = fields.Nested(CallCountsSchema)
+    budget = fields.Nested(BudgetSchema)
+    quota_exhausted_until = fields.DateTime(allow_none=True)
+    mirror = fields.Nested(MirrorStatusSchema)

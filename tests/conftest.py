@@ -61,9 +61,11 @@ def engine(tmp_path_factory):
 def store(engine):
     store = Store(engine)
     yield store
+    store.reset_sync_state()
     with engine.begin() as connection:
         connection.execute(text("DELETE FROM blocked_sends"))
         connection.execute(text("DELETE FROM api_keys"))
+        connection.execute(text("DELETE FROM marketo_calls"))
         connection.execute(
             text(
                 "UPDATE gate_settings SET marketo_check_enabled = :off, failure_mode = NULL, marketo_connected = NULL,"

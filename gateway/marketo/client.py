@@ -1,10 +1,13 @@
 """Client of Marketo Engage's REST API: which of these emails has unsubscribed?
 
-It knows Marketo's protocol (access token, leads by email, error codes, limits) and
-nothing of the gate's decisions. The facts it relies on are in
-/work/shared/docs/marketo-api.md.
+It knows Marketo's protocol (access token, leads by email or id, the activity stream,
+Bulk Lead Extract, error codes, limits) and nothing of the gate's decisions. The facts it
+relies on are in /work/shared/docs/marketo-api.md.
 """
 import collections
+import csv
+import io
+import json
 import logging
 import random
 import threading
@@ -14,13 +17,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from datetime import time as time_of_day
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable, Iterator, Sequence
+from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
 import requests
 
-from gateway.marketo.errors import (
+from gateway.marketo.errors import (  # noqa: F401 (MarketoBudgetExhausted: what on_call raises)
     MarketoAuthError,
+    MarketoBudgetExhausted,
     MarketoConfigError,
     MarketoError,
     MarketoQuotaExceeded,
@@ -34,14 +39,23 @@ PROBE_EMAIL = "connection-test@gateway.invalid"
 MAX_BATCH_SIZE = 300
 MAX_URL_LENGTH = 8000
 
+MAX_ACTIVITY_TYPES = 10  # activityTypeIds a single activities.json request may name
+
 _IDENTITY_PATH = "/identity/oauth/token"
 _LEADS_PATH = "/rest/v1/leads.json"
+_ACTIVITY_TYPES_PATH = "/rest/v1/activities/types.json"
+_PAGING_TOKEN_PATH = "/rest/v1/activities/pagingtoken.json"
+_ACTIVITIES_PATH = "/rest/v1/activities.json"
+_LEAD_CHANGES_PATH = "/rest/v1/activities/leadchanges.json"
+_LEAD_EXPORT_PATH = "/bulk/v1/leads/export"
 _LEAD_FIELDS = "email,unsubscribed"
+_LOOKUP, _TOKEN, _SYNC = "lookup", "token", "sync"  # the kinds of call counted and passed to on_call
 _TOKEN_RENEWAL_MARGIN = 60.0  # seconds; a token renewed this early never expires in flight
 _FIRST_BACK_OFF = 0.1
 _MAX_BACK_OFF = 2.0
 _BACK_OFF_JITTER = 0.1  # up to +10 %, so batches that failed together do not retry in lockstep
 _HANG_GRACE = 0.5  # seconds past the deadline to wait for a request that ignores its timeout
+_FILE_CHUNK = 64 * 1024  # bytes read at a time from an export file
 _QUOTA_TIMEZONE = ZoneInfo("America/Chicago")  # Marketo resets the daily quota at 00:00 US Central
 
 _TOKEN_REJECTED_CODES = frozenset({"601", "602"})
@@ -49,6 +63,9 @@ _TRANSIENT_CODES = frozenset({"604", "606", "608", "611", "615", "713"})
 _QUOTA_EXHAUSTED_CODE = "607"
 _ACCESS_DENIED_CODE = "603"
 _TOO_MANY_MATCHES_CODE = "1003"
+# Bulk export queue or daily export quota full: it frees up in minutes or at the reset, not within
+# one call's deadline, so it is reported as unavailable without being retried.
+_EXPORT_QUEUE_FULL_CODE = "1029"
 
 
 @dataclass(frozen=True)

@@ -5,15 +5,24 @@ import hashlib
 import secrets
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.engine import Engine
-from sqlalchemy.orm import sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
-from gateway.store.models import ApiKey, BlockedSend, GateSettings
+from gateway.store.models import ApiKey, BlockedSend, GateSettings, MarketoCalls, MirrorUnsubscribe, SyncState
 
 SETTINGS_ID = 1
+SYNC_ID = 1
+CALL_KINDS = ("token", "lookup", "sync")
+# Marketo's quota counts REST calls; the identity endpoint is free.
+QUOTA_KINDS = ("lookup", "sync")
+IN_CHUNK = 900  # bound parameters per IN (...) query, under SQLite's limit on every version
+
+
+class LeaseLost(Exception):
+    """Another worker holds the sync lease now: this one must stop writing."""
 
 
 def utcnow() -> datetime:
@@ -54,6 +63,30 @@ class BlockedSendEntry:
 
 
 @dataclass(frozen=True)
+class SyncStatus:
+    load_status: str  # not_started, loading, complete
+    load_started_at: datetime | None
+    load_window_start: datetime | None
+    load_export_id: str | None
+    load_finished_at: datetime | None
+    changes_token: str | None
+    last_success_at: datetime | None
+    last_attempt_at: datetime | None
+    last_error: str | None
+    lease_owner: str | None
+    lease_until: datetime | None
+
+
+@dataclass(frozen=True)
+class CallCounts:
+    day: date
+    used: int = 0
+    token: int = 0
+    lookup: int = 0
+    sync: int = 0
+
+
+@dataclass(frozen=True)
 class StoredKey:
     id: int
     name: str
@@ -71,16 +104,7 @@ class Store:
     # settings -------------------------------------------------------------
     def settings(self) -> Settings:
         with self.session() as session:
-            row = session.get(GateSettings, SETTINGS_ID)
-            return Settings(
-                marketo_check_enabled=bool(row.marketo_check_enabled),
-                failure_mode=row.failure_mode,
-                marketo_connected=row.marketo_connected,
-                marketo_message=row.marketo_message,
-                marketo_checked_at=as_utc(row.marketo_checked_at),
-                updated_at=as_utc(row.updated_at),
-                updated_by=row.updated_by,
-            )
+            return _settings(session.get(GateSettings, SETTINGS_ID))
 
     def update_settings(self, changes: dict, *, updated_by: str) -> Settings:
         with self.session.begin() as session:
@@ -98,6 +122,129 @@ class Store:
                 .where(GateSettings.id == SETTINGS_ID)
                 .values(marketo_connected=connected, marketo_message=message, marketo_checked_at=utcnow())
             )
+
+    def settings_and_sync(self) -> tuple[Settings, SyncStatus]:
+        """What every check needs to know first, in one session."""
+        with self.session() as session:
+            return _settings(session.get(GateSettings, SETTINGS_ID)), _sync_status(session.get(SyncState, SYNC_ID))
+
+    # mirror --------------------------------------------------------------
+    def unsubscribed_among(self, emails: Sequence[str]) -> set[str]:
+        found: set[str] = set()
+        with self.session() as session:
+            for start in range(0, len(emails), IN_CHUNK):
+                chunk = emails[start:start + IN_CHUNK]
+                found.update(session.scalars(select(MirrorUnsubscribe.email).where(MirrorUnsubscribe.email.in_(chunk))))
+        return found
+
+    def mirror_size(self) -> int:
+        with self.session() as session:
+            return session.scalar(select(func.count()).select_from(MirrorUnsubscribe))
+
+    def mirror_emails(self) -> set[str]:
+        with self.session() as session:
+            return set(session.scalars(select(MirrorUnsubscribe.email)))
+
+    def apply_mirror_changes(self, owner: str, *, unsubscribed: Sequence[str] = (), subscribed: Sequence[str] = (),
+                             state: dict | None = None) -> None:
+        """Mirror rows and the sync position move together, and only while `owner` holds the lease."""
+        now = utcnow()
+        with self.session.begin() as session:
+            self._fence(session, owner, state or {})
+            for start in range(0, len(subscribed), IN_CHUNK):
+                chunk = list(subscribed[start:start + IN_CHUNK])
+                session.execute(delete(MirrorUnsubscribe).where(MirrorUnsubscribe.email.in_(chunk)))
+            for start in range(0, len(unsubscribed), IN_CHUNK):
+                chunk = list(dict.fromkeys(unsubscribed[start:start + IN_CHUNK]))
+                present = set(session.scalars(select(MirrorUnsubscribe.email).where(MirrorUnsubscribe.email.in_(chunk))))
+                new = [{"email": email, "changed_at": now} for email in chunk if email not in present]
+                if new:
+                    session.execute(insert(MirrorUnsubscribe), new)
+
+    # sync state and lease -----------------------------------------------
+    def sync_status(self) -> SyncStatus:
+        with self.session() as session:
+            return _sync_status(session.get(SyncState, SYNC_ID))
+
+    def acquire_sync_lease(self, owner: str, seconds: float) -> bool:
+        now = utcnow()
+        with self.session.begin() as session:
+            result = session.execute(
+                update(SyncState)
+                .where(SyncState.id == SYNC_ID)
+                .where((SyncState.lease_owner.is_(None)) | (SyncState.lease_until < now) | (SyncState.lease_owner == owner))
+                .values(lease_owner=owner, lease_until=now + timedelta(seconds=seconds))
+            )
+            return result.rowcount == 1
+
+    def renew_sync_lease(self, owner: str, seconds: float) -> None:
+        with self.session.begin() as session:
+            self._fence(session, owner, {"lease_until": utcnow() + timedelta(seconds=seconds)})
+
+    def release_sync_lease(self, owner: str) -> None:
+        with self.session.begin() as session:
+            session.execute(
+                update(SyncState).where(SyncState.id == SYNC_ID, SyncState.lease_owner == owner)
+                .values(lease_owner=None, lease_until=None)
+            )
+
+    def update_sync_state(self, owner: str, **values) -> None:
+        with self.session.begin() as session:
+            self._fence(session, owner, values)
+
+    def reset_sync_state(self) -> None:
+        with self.session.begin() as session:
+            session.execute(delete(MirrorUnsubscribe))
+            session.execute(
+                update(SyncState).where(SyncState.id == SYNC_ID).values(
+                    load_status="not_started", load_started_at=None, load_window_start=None, load_export_id=None,
+                    load_finished_at=None, changes_token=None, last_success_at=None, last_attempt_at=None,
+                    last_error=None, lease_owner=None, lease_until=None,
+                )
+            )
+
+    @staticmethod
+    def _fence(session: Session, owner: str, values: dict) -> None:
+        result = session.execute(
+            update(SyncState).where(SyncState.id == SYNC_ID, SyncState.lease_owner == owner)
+            .values(lease_owner=owner, **values)
+        )
+        if result.rowcount != 1:
+            raise LeaseLost(f"sync lease is no longer held by {owner}")
+
+    # Marketo call accounting ----------------------------------------------
+    def take_call(self, day: date, kind: str, cap: int | None) -> bool:
+        """Count one call of `kind` on `day`; for quota kinds only while fewer than `cap` were used. Atomic."""
+        with self.session.begin() as session:
+            if session.get(MarketoCalls, day) is None:
+                self._insert_day(session, day)
+            statement = update(MarketoCalls).where(MarketoCalls.day == day)
+            counter = getattr(MarketoCalls, kind)
+            if kind in QUOTA_KINDS:
+                statement = statement.values({counter: counter + 1, MarketoCalls.used: MarketoCalls.used + 1})
+                if cap is not None:
+                    statement = statement.where(MarketoCalls.used < cap)
+            else:
+                statement = statement.values({counter: counter + 1})
+            return session.execute(statement).rowcount == 1
+
+    @staticmethod
+    def _insert_day(session: Session, day: date) -> None:
+        # Two processes may both find the day missing; the loser's insert must not fail its call.
+        dialect = session.get_bind().dialect.name
+        row = {"day": day, "used": 0, "token": 0, "lookup": 0, "sync": 0}
+        if dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as dialect_insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert as dialect_insert
+        session.execute(dialect_insert(MarketoCalls).values(row).on_conflict_do_nothing(index_elements=["day"]))
+
+    def call_counts(self, day: date) -> CallCounts:
+        with self.session() as session:
+            row = session.get(MarketoCalls, day)
+            if row is None:
+                return CallCounts(day)
+            return CallCounts(day, row.used, row.token, row.lookup, row.sync)
 
     # blocked-send log ------------------------------------------------------
     def log_blocked_sends(self, entries: Sequence[BlockedSendEntry], at: datetime | None = None) -> None:
@@ -154,6 +301,34 @@ class Store:
     def keys(self) -> list[StoredKey]:
         with self.session() as session:
             return [_stored_key(row) for row in session.scalars(select(ApiKey).order_by(ApiKey.name))]
+
+
+def _settings(row: GateSettings) -> Settings:
+    return Settings(
+        marketo_check_enabled=bool(row.marketo_check_enabled),
+        failure_mode=row.failure_mode,
+        marketo_connected=row.marketo_connected,
+        marketo_message=row.marketo_message,
+        marketo_checked_at=as_utc(row.marketo_checked_at),
+        updated_at=as_utc(row.updated_at),
+        updated_by=row.updated_by,
+    )
+
+
+def _sync_status(row: SyncState) -> SyncStatus:
+    return SyncStatus(
+        load_status=row.load_status,
+        load_started_at=as_utc(row.load_started_at),
+        load_window_start=as_utc(row.load_window_start),
+        load_export_id=row.load_export_id,
+        load_finished_at=as_utc(row.load_finished_at),
+        changes_token=row.changes_token,
+        last_success_at=as_utc(row.last_success_at),
+        last_attempt_at=as_utc(row.last_attempt_at),
+        last_error=row.last_error,
+        lease_owner=row.lease_owner,
+        lease_until=as_utc(row.lease_until),
+    )
 
 
 def _stored_key(row: ApiKey) -> StoredKey:

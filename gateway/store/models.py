@@ -1,9 +1,9 @@
 """The gate's tables. Schema changes go through Alembic migrations beside this file."""
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 
-from sqlalchemy import BigInteger, Boolean, DateTime, Integer, String, Text
+from sqlalchemy import BigInteger, Boolean, Date, DateTime, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 # SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL gets a 64-bit key.
@@ -60,3 +60,43 @@ class ApiKey(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class MirrorUnsubscribe(Base):
+    """An address Marketo holds as unsubscribed, keyed like Marketo's durable unsubscribe: by email."""
+
+    __tablename__ = "mirror_unsubscribes"
+
+    email: Mapped[str] = mapped_column(String(EMAIL_LENGTH), primary_key=True)
+    changed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+
+
+class SyncState(Base):
+    """One row (id 1): where the mirror's load and sync stand, and which worker holds the sync lease."""
+
+    __tablename__ = "sync_state"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    load_status: Mapped[str] = mapped_column(String(16), nullable=False, default="not_started")
+    load_started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    load_window_start: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    load_export_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    load_finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    changes_token: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    last_success_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    last_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    lease_owner: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class MarketoCalls(Base):
+    """Calls made to Marketo on one quota day (US Central), by kind; `used` is what counts against the quota."""
+
+    __tablename__ = "marketo_calls"
+
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    used: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    token: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    lookup: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    sync: Mapped[int] = mapped_column(Integer, nullable=False, default=0)

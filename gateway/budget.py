@@ -1,0 +1,60 @@
+"""The gate's daily budget of Marketo calls: the quota belongs to the marketing team, not to us."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import date, datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
+
+from gateway.marketo import MarketoBudgetExhausted
+from gateway.store import Store, utcnow
+
+QUOTA_TIMEZONE = ZoneInfo("America/Chicago")  # Marketo's daily quota resets at midnight US Central
+# The sync may spend this share of the budget; the rest stays for live lookups when the mirror is stale.
+SYNC_SHARE = 0.8
+
+
+def quota_day(moment: datetime) -> date:
+    return moment.astimezone(QUOTA_TIMEZONE).date()
+
+
+def seconds_until_reset(moment: datetime) -> float:
+    local = moment.astimezone(QUOTA_TIMEZONE)
+    midnight = datetime.combine(local.date() + timedelta(days=1), datetime.min.time(), tzinfo=QUOTA_TIMEZONE)
+    return (midnight.astimezone(timezone.utc) - moment.astimezone(timezone.utc)).total_seconds()
+
+
+class CallBudget:
+    """The client's `on_call` hook: counts every call in the database and refuses one past the budget.
+
+    Counting and refusing are one atomic UPDATE, so any number of processes together stay within it.
+    """
+
+    def __init__(self, store: Store, daily_limit: int, now: Callable[[], datetime] = utcnow):
+        self.store = store
+        self.daily_limit = daily_limit
+        self.now = now
+
+    @property
+    def sync_limit(self) -> int:
+        return int(self.daily_limit * SYNC_SHARE)
+
+    def cap_for(self, kind: str) -> int | None:
+        if kind == "token":
+            return None  # the identity endpoint does not count against Marketo's quota
+        return self.sync_limit if kind == "sync" else self.daily_limit
+
+    def __call__(self, kind: str) -> None:
+        cap = self.cap_for(kind)
+        if not self.store.take_call(quota_day(self.now()), kind, cap):
+            raise MarketoBudgetExhausted(
+                f"the gate's daily budget of {cap} Marketo calls for {kind} is spent; no more until midnight US Central"
+            )
+
+    def sync_pause(self, interval: float, calls_per_sync: int) -> float:
+        """Seconds to wait before the next sync, so the sync's share of the budget lasts until the reset."""
+        now = self.now()
+        left = self.sync_limit - self.store.call_counts(quota_day(now)).used
+        until_reset = seconds_until_reset(now)
+        if left <= 0:
+            return until_reset
+        return max(interval, until_reset * max(calls_per_sync, 1) / left)
