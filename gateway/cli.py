@@ -211,3 +211,7 @@ def _turn_check_on() -> None:
     if response.status_code != 200:
         raise click.ClickException(f"could not turn the check on: {response.get_json()}")
     app.extensions["gate"].store.engine.dispose()
+
+
+if __name__ == "__main__":
+    main()

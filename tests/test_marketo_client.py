@@ -5,15 +5,17 @@ import threading
 import time
 from datetime import datetime, timezone
 from urllib.parse import parse_qs, urlsplit
+from zoneinfo import ZoneInfo
 
 import pytest
 import requests
 import responses
 from responses import matchers
 
-from gateway.marketo.client import LookupResult, MarketoClient
+from gateway.marketo.client import ActivityPage, LookupResult, MarketoClient
 from gateway.marketo.errors import (
     MarketoAuthError,
+    MarketoBudgetExhausted,
     MarketoConfigError,
     MarketoQuotaExceeded,
     MarketoRequestError,
@@ -581,7 +583,7 @@ def test_access_denied_is_a_config_error_after_one_request(marketo, make_client,
     assert fake_time.sleeps == []
 
 
-@pytest.mark.parametrize("code", ["609", "610", "612", "1029", "9999"])
+@pytest.mark.parametrize("code", ["609", "610", "612", "1035", "9999"])
 def test_request_errors_are_not_retried(marketo, make_client, fake_time, code):
     add_token(marketo)
     add_lookup(marketo, ["a@x.com"], marketo_error(code))
@@ -734,3 +736,681 @@ def test_secrets_and_emails_stay_out_of_logs_and_errors(marketo, make_client, ca
     logged = caplog.text + str(result.failed["a@x.com"])
     for secret in (CLIENT_SECRET, "tok-secret-1", "a@x.com"):
         assert secret not in logged
+
+
+# --- sync: helpers ---------------------------------------------------------------------------
+
+TYPES_URL = BASE + "/rest/v1/activities/types.json"
+PAGING_TOKEN_URL = BASE + "/rest/v1/activities/pagingtoken.json"
+ACTIVITIES_URL = BASE + "/rest/v1/activities.json"
+LEAD_CHANGES_URL = BASE + "/rest/v1/activities/leadchanges.json"
+EXPORT_ID = "ce45a7a1-f19d-4ce2-882c-a3c795940a7d"
+EXPORT_URL = BASE + "/bulk/v1/leads/export"
+CREATE_URL = EXPORT_URL + "/create.json"
+ENQUEUE_URL = f"{EXPORT_URL}/{EXPORT_ID}/enqueue.json"
+STATUS_URL = f"{EXPORT_URL}/{EXPORT_ID}/status.json"
+FILE_URL = f"{EXPORT_URL}/{EXPORT_ID}/file.json"
+CANCEL_URL = f"{EXPORT_URL}/{EXPORT_ID}/cancel.json"
+ACTIVITY_TYPES = [
+    {"id": 1, "name": "Visit Webpage", "primaryAttribute": {"name": "Webpage ID", "dataType": "integer"}},
+    {"id": 9, "name": "Unsubscribe Email", "primaryAttribute": {"name": "Mailing ID", "dataType": "integer"}},
+    {"id": 12, "name": "New Lead"},
+    {"id": 13, "name": "Change Data Value", "primaryAttribute": {"name": "Attribute Name", "dataType": "integer"}},
+]
+
+
+def add_sync(marketo, method, url, body=None, *, params=None, json_body=None, token="tok-1", status=200, **more):
+    """An answer to a sync request, matched exactly: query string, JSON body, Bearer header."""
+    match = [
+        matchers.query_param_matcher(params or {}),
+        matchers.header_matcher({"Authorization": f"Bearer {token}"}),
+    ]
+    if json_body is not None:
+        match.append(matchers.json_params_matcher(json_body, strict_match=True))
+    marketo.add(method, url, json=body if body is not None else ok(), status=status, match=match, **more)
+
+
+def ok(*results, **envelope):
+    body = {"requestId": "r#2", "success": True, **envelope}
+    if results:
+        body["result"] = list(results)
+    return body
+
+
+def activity(activity_id, lead_id, type_id=9, **more):
+    return {
+        "id": activity_id,
+        "marketoGUID": str(activity_id),
+        "leadId": lead_id,
+        "activityDate": "2026-11-20T10:00:00Z",
+        "activityTypeId": type_id,
+        "primaryAttributeValueId": 42,
+        "attributes": [],
+        **more,
+    }
+
+
+def export_job(status="Created", **more):
+    return {"exportId": EXPORT_ID, "format": "CSV", "status": status, "createdAt": "2026-11-26T15:00:00Z", **more}
+
+
+def add_file(marketo, body, *, content_type="text/csv", token="tok-1", status=200):
+    marketo.add(
+        responses.GET,
+        FILE_URL,
+        body=body,
+        status=status,
+        content_type=content_type,
+        match=[matchers.query_param_matcher({}), matchers.header_matcher({"Authorization": f"Bearer {token}"})],
+    )
+
+
+def vetoing(kinds, log, error=None):
+    """An on_call that logs every kind and refuses those in `kinds`."""
+
+    def on_call(kind):
+        log.append(kind)
+        if kind in kinds:
+            raise error if error is not None else MarketoBudgetExhausted("the gate's daily Marketo budget is spent")
+
+    return on_call
+
+
+# --- sync: activity types and the activity stream ----------------------------------------------
+
+
+def test_activity_type_ids_maps_the_wanted_names(marketo, make_client):
+    add_token(marketo)
+    add_sync(marketo, responses.GET, TYPES_URL, ok(*ACTIVITY_TYPES))
+
+    ids = make_client().activity_type_ids(["Unsubscribe Email", "Change Data Value", "New Lead"], timeout=5)
+
+    assert ids == {"Unsubscribe Email": 9, "Change Data Value": 13, "New Lead": 12}
+    (request,) = sent(marketo, TYPES_URL)
+    assert request.method == "GET" and request.headers["Authorization"] == "Bearer tok-1"
+
+
+def test_a_missing_activity_type_is_a_request_error_naming_it(marketo, make_client):
+    add_token(marketo)
+    add_sync(marketo, responses.GET, TYPES_URL, ok(*ACTIVITY_TYPES[:2]))
+
+    with pytest.raises(MarketoRequestError) as raised:
+        make_client().activity_type_ids(["Unsubscribe Email", "Change Data Value"], timeout=5)
+
+    assert "Change Data Value" in raised.value.message
+    assert "Unsubscribe Email" not in raised.value.message
+
+
+def test_no_activity_types_wanted_sends_nothing(marketo, make_client):
+    assert make_client().activity_type_ids([], timeout=5) == {}
+    assert len(marketo.calls) == 0
+
+
+@pytest.mark.parametrize(
+    "since",
+    [
+        datetime(2026, 11, 1, 0, 0, tzinfo=timezone.utc),
+        datetime(2026, 10, 31, 19, 0, 0, 500_000, tzinfo=ZoneInfo("America/Chicago")),  # CDT, UTC-5
+        datetime(2026, 11, 1, 0, 0),
+    ],
+    ids=["utc", "us-central-with-microseconds", "naive-is-utc"],
+)
+def test_paging_token_asks_since_an_iso_utc_moment(marketo, make_client, since):
+    add_token(marketo)
+    add_sync(
+        marketo,
+        responses.GET,
+        PAGING_TOKEN_URL,
+        {"requestId": "r#3", "success": True, "nextPageToken": "GIYDAOBNGEYS2MBWKQYDAORQGA5DAMBOGAYDAKZQGAYDALBQ"},
+        params={"sinceDatetime": "2026-11-01T00:00:00Z"},
+    )
+
+    token = make_client().paging_token(since, timeout=5)
+
+    assert token == "GIYDAOBNGEYS2MBWKQYDAORQGA5DAMBOGAYDAKZQGAYDALBQ"
+
+
+def test_paging_token_without_a_next_page_token_is_a_request_error(marketo, make_client):
+    add_token(marketo)
+    add_sync(marketo, responses.GET, PAGING_TOKEN_URL, ok(), params={"sinceDatetime": "2026-11-01T00:00:00Z"})
+
+    with pytest.raises(MarketoRequestError):
+        make_client().paging_token(datetime(2026, 11, 1, tzinfo=timezone.utc), timeout=5)
+
+
+def test_activities_page_is_one_exact_request(marketo, make_client):
+    add_token(marketo)
+    add_sync(
+        marketo,
+        responses.GET,
+        ACTIVITIES_URL,
+        ok(activity(1, 100), activity(2, 101, type_id=13), nextPageToken="P2", moreResult=True),
+        params={"nextPageToken": "P1", "activityTypeIds": "9,13", "batchSize": "300"},
+    )
+
+    page = make_client().activities_page("P1", [9, 13, 9], timeout=5)
+
+    assert page == ActivityPage(
+        activities=(activity(1, 100), activity(2, 101, type_id=13)), next_page_token="P2", more_result=True
+    )
+
+
+def test_activities_page_without_result_is_empty(marketo, make_client):
+    add_token(marketo)
+    add_sync(
+        marketo,
+        responses.GET,
+        ACTIVITIES_URL,
+        ok(nextPageToken="P2", moreResult=False),
+        params={"nextPageToken": "P1", "activityTypeIds": "9", "batchSize": "300"},
+    )
+
+    page = make_client().activities_page("P1", [9], timeout=5)
+
+    assert page == ActivityPage(activities=(), next_page_token="P2", more_result=False)
+
+
+def test_activities_page_without_next_page_token_is_a_request_error(marketo, make_client):
+    add_token(marketo)
+    add_sync(
+        marketo,
+        responses.GET,
+        ACTIVITIES_URL,
+        ok(activity(1, 100), moreResult=False),
+        params={"nextPageToken": "P1", "activityTypeIds": "9", "batchSize": "300"},
+    )
+
+    with pytest.raises(MarketoRequestError):
+        make_client().activities_page("P1", [9], timeout=5)
+
+
+@pytest.mark.parametrize("type_ids", [[], list(range(1, 12))], ids=["none", "eleven"])
+def test_activities_page_takes_one_to_ten_types(marketo, make_client, type_ids):
+    with pytest.raises(ValueError):
+        make_client().activities_page("P1", type_ids, timeout=5)
+    assert len(marketo.calls) == 0
+
+
+def test_lead_changes_page_is_one_exact_request(marketo, make_client):
+    change = activity(3, 102, type_id=13, fields=[{"id": 58, "name": "unsubscribed", "newValue": "true", "oldValue": "false"}])
+    add_token(marketo)
+    add_sync(
+        marketo,
+        responses.GET,
+        LEAD_CHANGES_URL,
+        ok(change, nextPageToken="P2", moreResult=False),
+        params={"nextPageToken": "P1", "fields": "unsubscribed", "batchSize": "300"},
+    )
+
+    page = make_client().lead_changes_page("P1", ["unsubscribed"], timeout=5)
+
+    assert page == ActivityPage(activities=(change,), next_page_token="P2", more_result=False)
+
+
+# --- sync: leads by id ---------------------------------------------------------------------------
+
+
+def by_id_params(ids, fields="id,email,unsubscribed", **more):
+    return {"filterType": "id", "filterValues": ",".join(map(str, ids)), "fields": fields, "batchSize": "300", **more}
+
+
+def test_leads_by_id_goes_in_batches_of_300_deduplicated(marketo, make_client, on_call_log):
+    ids = list(range(1, 651))
+
+    def callback(request):
+        asked = parse_qs(urlsplit(request.url).query)["filterValues"][0].split(",")
+        return 200, {}, json.dumps(found(*({"id": int(i), "email": f"p{i}@x.com", "unsubscribed": False} for i in asked)))
+
+    add_token(marketo)
+    marketo.add_callback(
+        responses.GET, LEADS_URL, callback=callback, match=[matchers.header_matcher({"Authorization": "Bearer tok-1"})]
+    )
+
+    leads = make_client().leads_by_id(ids + ids[:50], timeout=5)
+
+    requests_sent = sent(marketo, LEADS_URL)
+    assert [parse_qs(urlsplit(r.url).query) for r in requests_sent] == [
+        {k: [v] for k, v in by_id_params(batch).items()} for batch in (ids[:300], ids[300:600], ids[600:])
+    ]
+    assert [each["id"] for each in leads] == ids
+    assert on_call_log == ["token", "sync", "sync", "sync"]
+
+
+def test_leads_by_id_follows_pages_and_asks_for_the_given_fields(marketo, make_client):
+    add_token(marketo)
+    add_sync(
+        marketo,
+        responses.GET,
+        LEADS_URL,
+        found({"id": 1, "email": "a@x.com"}, next_page_token="PAGE2", more_result=True),
+        params=by_id_params([1, 2], fields="id,email"),
+    )
+    add_sync(
+        marketo,
+        responses.GET,
+        LEADS_URL,
+        found({"id": 2, "email": "b@x.com"}),
+        params=by_id_params([1, 2], fields="id,email", nextPageToken="PAGE2"),
+    )
+
+    leads = make_client().leads_by_id([1, 2], fields=["id", "email"], timeout=5)
+
+    assert leads == [{"id": 1, "email": "a@x.com"}, {"id": 2, "email": "b@x.com"}]
+
+
+def test_leads_by_id_raises_if_any_batch_fails(marketo, make_client):
+    ids = list(range(1, 401))
+    add_token(marketo)
+    add_sync(marketo, responses.GET, LEADS_URL, found({"id": 1}), params=by_id_params(ids[:300]))
+    add_sync(marketo, responses.GET, LEADS_URL, marketo_error("612"), params=by_id_params(ids[300:]))
+
+    with pytest.raises(MarketoRequestError) as raised:
+        make_client().leads_by_id(ids, timeout=5)
+
+    assert raised.value.code == "612"
+
+
+def test_no_lead_ids_sends_nothing(marketo, make_client):
+    assert make_client().leads_by_id([], timeout=5) == []
+    assert len(marketo.calls) == 0
+
+
+# --- sync: Bulk Lead Extract -----------------------------------------------------------------------
+
+
+def test_create_lead_export_posts_the_job(marketo, make_client):
+    job = {
+        "fields": ["id", "email", "unsubscribed"],
+        "format": "CSV",
+        "filter": {"createdAt": {"startAt": "2026-10-01T00:00:00Z", "endAt": "2026-11-01T00:00:00Z"}},
+    }
+    add_token(marketo)
+    add_sync(marketo, responses.POST, CREATE_URL, ok(export_job()), json_body=job)
+
+    export_id = make_client().create_lead_export(
+        ["id", "email", "unsubscribed"],
+        datetime(2026, 10, 1, tzinfo=timezone.utc),
+        datetime(2026, 11, 1, tzinfo=timezone.utc),
+        timeout=5,
+    )
+
+    assert export_id == EXPORT_ID
+    (request,) = sent(marketo, CREATE_URL)
+    assert request.headers["Content-Type"] == "application/json"
+
+
+def test_unsupported_export_filter_is_a_request_error_not_retried(marketo, make_client, fake_time):
+    add_token(marketo)
+    marketo.add(responses.POST, CREATE_URL, json=marketo_error("1035", "Unsupported filter type for target subscription"))
+
+    with pytest.raises(MarketoRequestError) as raised:
+        make_client().create_lead_export(
+            ["id"], datetime(2026, 10, 1, tzinfo=timezone.utc), datetime(2026, 11, 1, tzinfo=timezone.utc), timeout=5
+        )
+
+    assert raised.value.code == "1035"
+    assert len(sent(marketo, CREATE_URL)) == 1
+    assert fake_time.sleeps == []
+
+
+def test_enqueue_lead_export_returns_the_status(marketo, make_client):
+    add_token(marketo)
+    add_sync(marketo, responses.POST, ENQUEUE_URL, ok(export_job("Queued", queuedAt="2026-11-26T15:00:01Z")))
+
+    assert make_client().enqueue_lead_export(EXPORT_ID, timeout=5) == "Queued"
+    (request,) = sent(marketo, ENQUEUE_URL)
+    assert not request.body
+
+
+def test_full_export_queue_is_unavailable_without_retrying(marketo, make_client, fake_time):
+    add_token(marketo)
+    add_sync(marketo, responses.POST, ENQUEUE_URL, marketo_error("1029", "Export daily quota exceeded"))
+
+    with pytest.raises(MarketoUnavailable) as raised:
+        make_client().enqueue_lead_export(EXPORT_ID, timeout=5)
+
+    assert raised.value.code == "1029"
+    assert len(sent(marketo, ENQUEUE_URL)) == 1
+    assert fake_time.sleeps == []
+
+
+def test_lead_export_status_is_the_job(marketo, make_client):
+    job = export_job("Completed", numberOfRecords=3, fileSize=123, fileChecksum="sha256:abc")
+    add_token(marketo)
+    add_sync(marketo, responses.GET, STATUS_URL, ok(job))
+
+    assert make_client().lead_export_status(EXPORT_ID, timeout=5) == job
+
+
+def test_lead_export_status_without_result_is_a_request_error(marketo, make_client):
+    add_token(marketo)
+    add_sync(marketo, responses.GET, STATUS_URL, ok())
+
+    with pytest.raises(MarketoRequestError):
+        make_client().lead_export_status(EXPORT_ID, timeout=5)
+
+
+def test_cancel_lead_export_posts_cancel(marketo, make_client):
+    add_token(marketo)
+    add_sync(marketo, responses.POST, CANCEL_URL, ok(export_job("Cancelled")))
+
+    assert make_client().cancel_lead_export(EXPORT_ID, timeout=5) is None
+    assert [r.method for r in sent(marketo, CANCEL_URL)] == ["POST"]
+
+
+def test_export_ids_stay_inside_their_path_segment(marketo, make_client):
+    add_token(marketo)
+    marketo.add(responses.GET, EXPORT_URL + "/..%2Fx%3Fy/status.json", json=ok(export_job()))
+
+    make_client().lead_export_status("../x?y", timeout=5)
+
+
+def test_lead_export_rows_parses_the_csv(marketo, make_client):
+    csv_text = (
+        "\ufeffid,email,unsubscribed,company\r\n"
+        '1,a@x.com,true,"Acme, Inc."\r\n'
+        '2,b@x.com,,"He said ""hi""\nthen left"\r\n'
+        "3,,false,\r\n"
+        '4,"d@x.com",false,Ünïcode GmbH\r\n'
+    )
+    add_token(marketo)
+    add_file(marketo, csv_text.encode("utf-8"))
+
+    rows = make_client().lead_export_rows(EXPORT_ID, timeout=5)
+
+    assert list(rows) == [
+        {"id": "1", "email": "a@x.com", "unsubscribed": "true", "company": "Acme, Inc."},
+        {"id": "2", "email": "b@x.com", "unsubscribed": "", "company": 'He said "hi"\nthen left'},
+        {"id": "3", "email": "", "unsubscribed": "false", "company": ""},
+        {"id": "4", "email": "d@x.com", "unsubscribed": "false", "company": "Ünïcode GmbH"},
+    ]
+    (call,) = [c for c in marketo.calls if c.request.url.split("?")[0].lower() == FILE_URL.lower()]
+    assert call.request.req_kwargs["stream"] is True
+
+
+def test_a_csv_file_labelled_json_is_still_csv(marketo, make_client):
+    add_token(marketo)
+    add_file(marketo, b"id,email\n1,a@x.com\n", content_type="application/json")
+
+    assert list(make_client().lead_export_rows(EXPORT_ID, timeout=5)) == [{"id": "1", "email": "a@x.com"}]
+
+
+def test_an_empty_export_file_has_no_rows(marketo, make_client):
+    add_token(marketo)
+    add_file(marketo, b"id,email,unsubscribed\n")
+
+    assert list(make_client().lead_export_rows(EXPORT_ID, timeout=5)) == []
+
+
+@pytest.mark.parametrize("content_type", ["application/json;charset=UTF-8", "text/plain"])
+def test_an_error_envelope_instead_of_the_file_is_the_marketo_error(marketo, make_client, content_type):
+    add_token(marketo)
+    add_file(marketo, json.dumps(marketo_error("1003", "Export file not available")), content_type=content_type)
+
+    with pytest.raises(MarketoRequestError) as raised:
+        make_client().lead_export_rows(EXPORT_ID, timeout=5)
+
+    assert raised.value.code == "1003"
+
+
+def test_a_rejected_token_on_the_file_is_renewed_and_the_download_retried(marketo, make_client):
+    add_token(marketo, token="tok-1")
+    add_file(marketo, json.dumps(marketo_error("601")), content_type="application/json", token="tok-1")
+    add_token(marketo, token="tok-2")
+    add_file(marketo, b"id,email\n1,a@x.com\n", token="tok-2")
+
+    assert list(make_client().lead_export_rows(EXPORT_ID, timeout=5)) == [{"id": "1", "email": "a@x.com"}]
+
+
+def test_an_export_row_that_does_not_fit_the_header_is_a_request_error(marketo, make_client):
+    add_token(marketo)
+    add_file(marketo, b"id,email,unsubscribed\n1,a@x.com,true\n2,b@x.com\n")
+
+    rows = make_client().lead_export_rows(EXPORT_ID, timeout=5)
+
+    assert next(rows)["id"] == "1"
+    with pytest.raises(MarketoRequestError) as raised:
+        next(rows)
+    assert "b@x.com" not in raised.value.message
+
+
+def test_the_download_is_read_as_iterated_and_bounded_by_the_deadline(marketo, make_client, fake_time):
+    lines = [f"{n},person{n}@example.com,false\n" for n in range(20_000)]  # ~600 KB, many chunks
+    add_token(marketo)
+    add_file(marketo, ("id,email,unsubscribed\n" + "".join(lines)).encode())
+    rows = make_client().lead_export_rows(EXPORT_ID, timeout=60)
+
+    assert next(rows) == {"id": "0", "email": "person0@example.com", "unsubscribed": "false"}
+    fake_time.advance(61)
+    with pytest.raises(MarketoUnavailable) as raised:
+        list(rows)
+    assert "deadline" in raised.value.message
+
+
+def test_a_failing_file_server_is_retried(marketo, make_client, fake_time):
+    add_token(marketo)
+    add_file(marketo, b"Bad Gateway", status=502, content_type="text/html")
+    add_file(marketo, b"id\n7\n")
+
+    assert list(make_client().lead_export_rows(EXPORT_ID, timeout=5)) == [{"id": "7"}]
+    assert len(fake_time.sleeps) == 1
+
+
+# --- sync: retries, errors, counting -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("code", ["601", "602"])
+def test_sync_renews_a_rejected_token_once(marketo, make_client, on_call_log, code):
+    params = {"nextPageToken": "P1", "activityTypeIds": "9", "batchSize": "300"}
+    add_token(marketo, token="tok-1")
+    add_sync(marketo, responses.GET, ACTIVITIES_URL, marketo_error(code), params=params, token="tok-1")
+    add_token(marketo, token="tok-2")
+    add_sync(marketo, responses.GET, ACTIVITIES_URL, ok(nextPageToken="P2"), params=params, token="tok-2")
+
+    page = make_client().activities_page("P1", [9], timeout=5)
+
+    assert page.next_page_token == "P2"
+    assert on_call_log == ["token", "sync", "token", "sync"]
+
+
+def test_sync_backs_off_on_rate_limits(marketo, make_client, fake_time):
+    params = {"sinceDatetime": "2026-11-01T00:00:00Z"}
+    add_token(marketo)
+    for _ in range(3):
+        add_sync(marketo, responses.GET, PAGING_TOKEN_URL, marketo_error("606"), params=params)
+    add_sync(marketo, responses.GET, PAGING_TOKEN_URL, ok(nextPageToken="T"), params=params)
+
+    assert make_client().paging_token(datetime(2026, 11, 1, tzinfo=timezone.utc), timeout=5) == "T"
+    assert len(fake_time.sleeps) == 3
+    assert fake_time.sleeps[0] < fake_time.sleeps[1] < fake_time.sleeps[2]
+
+
+def test_sync_gives_up_at_its_deadline(marketo, make_client, fake_time):
+    add_token(marketo)
+    marketo.add(responses.GET, STATUS_URL, json=marketo_error("615"))
+    started = fake_time.now
+
+    with pytest.raises(MarketoUnavailable) as raised:
+        make_client().lead_export_status(EXPORT_ID, timeout=3)
+
+    assert raised.value.code == "615"
+    assert len(sent(marketo, STATUS_URL)) > 2
+    assert fake_time.now - started <= 3
+
+
+@pytest.mark.parametrize(
+    "code, expected", [("603", MarketoConfigError), ("609", MarketoRequestError), ("1003", MarketoRequestError)]
+)
+def test_sync_errors_that_are_not_retried(marketo, make_client, fake_time, code, expected):
+    add_token(marketo)
+    add_sync(marketo, responses.GET, TYPES_URL, marketo_error(code))
+
+    with pytest.raises(expected):
+        make_client().activity_type_ids(["Unsubscribe Email"], timeout=5)
+    assert len(sent(marketo, TYPES_URL)) == 1
+    assert fake_time.sleeps == []
+
+
+def test_quota_exhausted_by_sync_stops_lookups_too(marketo, make_client):
+    add_token(marketo)
+    add_sync(marketo, responses.GET, TYPES_URL, marketo_error("607"))
+    client = make_client()
+
+    with pytest.raises(MarketoQuotaExceeded):
+        client.activity_type_ids(["New Lead"], timeout=5)
+    assert client.quota_exhausted_until == datetime(2026, 11, 27, 6, 0, tzinfo=timezone.utc)
+    assert isinstance(client.lookup_emails(["a@x.com"], timeout=5).failed["a@x.com"], MarketoQuotaExceeded)
+    with pytest.raises(MarketoQuotaExceeded):
+        client.leads_by_id([1], timeout=5)
+    assert len(marketo.calls) == 2
+
+
+def test_sync_requests_have_their_own_timeout_capped_by_the_time_left(marketo, make_client):
+    add_token(marketo)
+    add_sync(marketo, responses.GET, TYPES_URL, ok(*ACTIVITY_TYPES))
+    add_sync(marketo, responses.GET, TYPES_URL, ok(*ACTIVITY_TYPES))
+    client = make_client(request_timeout=2.0, sync_request_timeout=10.0)
+
+    client.activity_type_ids(["New Lead"], timeout=30)
+    client.activity_type_ids(["New Lead"], timeout=4)
+
+    assert [call.request.req_kwargs["timeout"] for call in marketo.calls] == [2.0, 10.0, 4.0]
+
+
+def test_every_sync_request_is_counted_as_sync(marketo, make_client, on_call_log):
+    add_token(marketo)
+    add_sync(marketo, responses.GET, TYPES_URL, ok(*ACTIVITY_TYPES))
+    add_sync(marketo, responses.GET, PAGING_TOKEN_URL, ok(nextPageToken="P1"), params={"sinceDatetime": "2026-11-01T00:00:00Z"})
+    add_sync(marketo, responses.GET, ACTIVITIES_URL, ok(nextPageToken="P2"), params={"nextPageToken": "P1", "activityTypeIds": "9", "batchSize": "300"})
+    add_sync(marketo, responses.GET, LEAD_CHANGES_URL, ok(nextPageToken="P3"), params={"nextPageToken": "P2", "fields": "unsubscribed", "batchSize": "300"})
+    add_sync(marketo, responses.GET, LEADS_URL, found(), params=by_id_params([5]))
+    add_sync(marketo, responses.POST, CREATE_URL, ok(export_job()))
+    add_sync(marketo, responses.POST, ENQUEUE_URL, ok(export_job("Queued")))
+    add_sync(marketo, responses.GET, STATUS_URL, ok(export_job("Completed")))
+    add_file(marketo, b"id\n5\n")
+    add_sync(marketo, responses.POST, CANCEL_URL, ok(export_job("Cancelled")))
+    add_lookup(marketo, ["a@x.com"])
+    client = make_client()
+    since = datetime(2026, 11, 1, tzinfo=timezone.utc)
+
+    client.activity_type_ids(["Unsubscribe Email"])
+    client.activities_page(client.paging_token(since), [9])
+    client.lead_changes_page("P2", ["unsubscribed"])
+    client.leads_by_id([5])
+    client.create_lead_export(["id"], since, THANKSGIVING_2026)
+    client.enqueue_lead_export(EXPORT_ID)
+    client.lead_export_status(EXPORT_ID)
+    list(client.lead_export_rows(EXPORT_ID))
+    client.cancel_lead_export(EXPORT_ID)
+    client.lookup_emails(["a@x.com"], timeout=5)
+
+    assert on_call_log == ["token"] + ["sync"] * 10 + ["lookup"]
+    assert client.calls == {"token": 1, "sync": 10, "lookup": 1}
+
+
+
+def test_lookups_made_for_the_sync_count_as_sync(marketo, make_client, on_call_log):
+    add_token(marketo)
+    add_lookup(marketo, ["a@x.com"], found(lead("a@x.com", unsubscribed=True)))
+    client = make_client()
+
+    result = client.lookup_emails(["a@x.com"], timeout=5, kind="sync")
+
+    assert result.unsubscribed == {"a@x.com": True}
+    assert on_call_log == ["token", "sync"]
+    with pytest.raises(ValueError):
+        client.lookup_emails(["a@x.com"], timeout=5, kind="token")
+
+# --- budget veto ---------------------------------------------------------------------------------
+
+
+def test_a_vetoed_sync_request_is_not_sent_counted_or_retried(marketo, make_client, fake_time):
+    asked = []
+    add_token(marketo)
+    client = make_client(on_call=vetoing({"sync"}, asked))
+
+    with pytest.raises(MarketoBudgetExhausted):
+        client.activities_page("P1", [9], timeout=5)
+
+    assert asked == ["token", "sync"]
+    assert sent(marketo, ACTIVITIES_URL) == []
+    assert client.calls == {"token": 1}
+    assert fake_time.sleeps == []
+
+
+@pytest.mark.parametrize(
+    "veto", [MarketoUnavailable("budget says later"), MarketoBudgetExhausted("spent")], ids=["unavailable", "budget"]
+)
+def test_a_veto_of_any_marketo_error_type_is_never_retried(marketo, make_client, fake_time, veto):
+    asked = []
+    add_token(marketo)
+    client = make_client(on_call=vetoing({"sync"}, asked, veto))
+
+    with pytest.raises(type(veto)) as raised:
+        client.leads_by_id(range(700), timeout=5)
+
+    assert raised.value is veto
+    assert asked == ["token", "sync"]
+    assert fake_time.sleeps == []
+
+
+def test_vetoed_lookup_batches_fail_with_the_veto(marketo, make_client, fake_time):
+    asked = []
+    wanted = emails(650)
+    add_token(marketo)
+    client = make_client(on_call=vetoing({"lookup"}, asked))
+
+    result = client.lookup_emails(wanted, timeout=5)
+
+    assert set(result.failed) == set(wanted)
+    assert all(isinstance(error, MarketoBudgetExhausted) for error in result.failed.values())
+    assert result.unsubscribed == {} and result.not_found == frozenset()
+    assert sent(marketo, LEADS_URL) == []
+    assert sorted(asked) == ["lookup"] * 3 + ["token"], "one veto per batch, none retried"
+    assert client.calls == {"token": 1}
+    assert fake_time.sleeps == []
+
+
+def test_a_vetoed_token_request_sends_nothing(marketo, make_client, fake_time):
+    asked = []
+    client = make_client(on_call=vetoing({"token"}, asked))
+
+    result = client.lookup_emails(["a@x.com"], timeout=5)
+    with pytest.raises(MarketoBudgetExhausted):
+        client.paging_token(THANKSGIVING_2026, timeout=5)
+
+    assert isinstance(result.failed["a@x.com"], MarketoBudgetExhausted)
+    assert asked == ["token", "token"]
+    assert len(marketo.calls) == 0
+    assert client.calls == {}
+    assert fake_time.sleeps == []
+
+
+def test_a_sync_veto_leaves_lookups_working(marketo, make_client):
+    asked = []
+    add_token(marketo)
+    add_lookup(marketo, ["a@x.com"], found(lead("a@x.com", unsubscribed=True)))
+    client = make_client(on_call=vetoing({"sync"}, asked))
+
+    with pytest.raises(MarketoBudgetExhausted):
+        client.lead_export_status(EXPORT_ID, timeout=5)
+    result = client.lookup_emails(["a@x.com"], timeout=5)
+
+    assert result.unsubscribed == {"a@x.com": True}
+    assert asked == ["token", "sync", "lookup"]
+    assert client.calls == {"token": 1, "lookup": 1}
+
+
+def test_sync_keeps_secrets_out_of_logs_and_errors(marketo, make_client, caplog):
+    caplog.set_level(logging.DEBUG, logger="gateway")
+    add_token(marketo, token="tok-secret-1")
+    marketo.add(responses.GET, LEADS_URL, body=requests.ConnectionError(f"{LEADS_URL}?filterValues=1&access_token=tok-secret-1"))
+    marketo.add(responses.GET, LEADS_URL, json=marketo_error("606"))
+    marketo.add(responses.GET, LEADS_URL, json=marketo_error("603"))
+
+    with pytest.raises(MarketoConfigError) as raised:
+        make_client().leads_by_id([1], timeout=5)
+
+    assert caplog.records, "retries are logged"
+    for secret in (CLIENT_SECRET, "tok-secret-1"):
+        assert secret not in caplog.text + str(raised.value)

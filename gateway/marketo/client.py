@@ -23,9 +23,8 @@ from zoneinfo import ZoneInfo
 
 import requests
 
-from gateway.marketo.errors import (  # noqa: F401 (MarketoBudgetExhausted: what on_call raises)
+from gateway.marketo.errors import (
     MarketoAuthError,
-    MarketoBudgetExhausted,
     MarketoConfigError,
     MarketoError,
     MarketoQuotaExceeded,
@@ -77,6 +76,15 @@ class LookupResult:
     failed: dict[str, MarketoError]  # emails whose batch could not be answered, with why
 
 
+@dataclass(frozen=True)
+class ActivityPage:
+    """One page of the activity stream: activities.json or leadchanges.json."""
+
+    activities: tuple[dict, ...]
+    next_page_token: str  # where the next page starts; also where to resume after the last one
+    more_result: bool  # Marketo has more right now; a short page can still have more
+
+
 class _TokenRejected(MarketoAuthError):
     """601/602: the access token sent is invalid or expired."""
 
@@ -91,6 +99,14 @@ class _BatchTooBig(MarketoRequestError):
 
 class _UriTooLong(MarketoRequestError):
     """HTTP 414: the request has to be sent as a form instead."""
+
+
+class _Vetoed(Exception):
+    """on_call refused a request. Not a MarketoError, so that no retry loop catches it on the way out."""
+
+    def __init__(self, error: MarketoError):
+        super().__init__(error.message)
+        self.error = error
 
 
 class _Deadline:
@@ -118,7 +134,12 @@ class _BatchAnswer:
 
 
 class MarketoClient:
-    """Looks emails up in Marketo within a deadline, sharing one token and one session."""
+    """Talks to Marketo within deadlines, sharing one token and one session.
+
+    Every request goes through `_request` (one request with its retries); `on_call(kind)` is
+    told of each request before it is sent ("token", "lookup" or "sync") and may veto it by
+    raising a MarketoError, which then propagates unretried.
+    """
 
     def __init__(
         self,
@@ -127,6 +148,7 @@ class MarketoClient:
         client_secret: str,
         *,
         request_timeout: float = 2.0,
+        sync_request_timeout: float = 10.0,
         max_concurrency: int = 4,
         session: requests.Session | None = None,
         on_call: Callable[[str], None] | None = None,
@@ -139,7 +161,8 @@ class MarketoClient:
         self._base_url = base_url.rstrip("/")
         self._client_id = client_id
         self._client_secret = client_secret
-        self._request_timeout = request_timeout
+        self._request_timeout = request_timeout  # each token or lookup request, within the deadline
+        self._sync_request_timeout = sync_request_timeout  # each sync request (slower endpoints), idem
         self._max_concurrency = max_concurrency
         self._session = session if session is not None else requests.Session()
         self._on_call = on_call
@@ -149,12 +172,12 @@ class MarketoClient:
         self.calls: collections.Counter = collections.Counter()
         self._lock = threading.Lock()  # guards calls, the cached token and the quota reset time
         self._token_fetch_lock = threading.Lock()  # one thread fetches a token, the others wait
-        # Bounds requests in flight across concurrent lookup_emails calls, not just within one.
-        self._lookup_slots = threading.BoundedSemaphore(max_concurrency)
+        # Bounds REST requests in flight across concurrent calls (lookups and sync), not just within one.
+        self._request_slots = threading.BoundedSemaphore(max_concurrency)
         self._cached_token: tuple[str, float] | None = None  # (token, clock() at which to renew)
         self._quota_reset_at: datetime | None = None
 
-    # --- public interface -------------------------------------------------------------
+    # --- public interface: lookups ------------------------------------------------------
 
     @property
     def quota_exhausted_until(self) -> datetime | None:
@@ -164,8 +187,13 @@ class MarketoClient:
                 self._quota_reset_at = None
             return self._quota_reset_at
 
-    def lookup_emails(self, emails: Iterable[str], *, timeout: float) -> LookupResult:
-        """Whether each email has unsubscribed in Marketo, answered within `timeout` seconds."""
+    def lookup_emails(self, emails: Iterable[str], *, timeout: float, kind: str = _LOOKUP) -> LookupResult:
+        """Whether each email has unsubscribed in Marketo, answered within `timeout` seconds.
+
+        `kind` is what the requests count as: "lookup", or "sync" when the mirror asks.
+        """
+        if kind not in (_LOOKUP, _SYNC):
+            raise ValueError(f"lookup_emails counts its requests as {_LOOKUP!r} or {_SYNC!r}")
         deadline = _Deadline(self._clock, timeout)
         wanted = list(dict.fromkeys(emails))
         if not wanted:
@@ -175,7 +203,7 @@ class MarketoClient:
         except MarketoQuotaExceeded as error:
             return LookupResult(unsubscribed={}, not_found=frozenset(), failed=dict.fromkeys(wanted, error))
         batches = [wanted[start:start + MAX_BATCH_SIZE] for start in range(0, len(wanted), MAX_BATCH_SIZE)]
-        answer = self._answer_batches(batches, deadline)
+        answer = self._answer_batches(kind, batches, deadline)
         answered = answer.unsubscribed.keys() | answer.failed.keys()
         return LookupResult(
             unsubscribed=answer.unsubscribed,
@@ -191,16 +219,139 @@ class MarketoClient:
         """
         deadline = _Deadline(self._clock, timeout)
         self._raise_if_quota_exhausted()
-        self._request_leads(_leads_params([PROBE_EMAIL]), deadline)
+        self._request_leads(_LOOKUP, _leads_params([PROBE_EMAIL]), deadline)
+
+    # --- public interface: incremental sync from the activity stream -----------------------
+    # Each method raises the MarketoError that stopped it; `timeout` bounds the whole call.
+
+    def activity_type_ids(self, names: Iterable[str], *, timeout: float = 30.0) -> dict[str, int]:
+        """The ids of the named activity types ("Unsubscribe Email", ...), which vary by subscription."""
+        wanted = list(dict.fromkeys(names))
+        if not wanted:
+            return {}
+        body = self._request(_SYNC, "GET", _ACTIVITY_TYPES_PATH, _Deadline(self._clock, timeout))
+        ids: dict[str, int] = {}
+        for activity_type in _result_page(body):
+            name, type_id = activity_type.get("name"), activity_type.get("id")
+            if isinstance(name, str) and _is_integer(type_id):
+                ids.setdefault(name, type_id)
+        missing = [name for name in wanted if name not in ids]
+        if missing:
+            raise MarketoRequestError(f"Marketo has no activity type named {', '.join(map(repr, missing))}")
+        return {name: ids[name] for name in wanted}
+
+    def paging_token(self, since: datetime, *, timeout: float = 30.0) -> str:
+        """A page token for the activities since `since` (a naive datetime is taken as UTC)."""
+        body = self._request(
+            _SYNC,
+            "GET",
+            _PAGING_TOKEN_PATH,
+            _Deadline(self._clock, timeout),
+            params={"sinceDatetime": _iso_utc(since)},
+        )
+        return _next_page_token(body)
+
+    def activities_page(self, page_token: str, type_ids: Sequence[int], *, timeout: float = 30.0) -> ActivityPage:
+        """One page (≤ 300) of the activities of 1 to 10 types, from `page_token` on."""
+        wanted = list(dict.fromkeys(type_ids))
+        if not 1 <= len(wanted) <= MAX_ACTIVITY_TYPES or not all(_is_integer(type_id) for type_id in wanted):
+            raise ValueError(f"activities_page takes 1 to {MAX_ACTIVITY_TYPES} integer activity type ids")
+        return self._activity_page(
+            _ACTIVITIES_PATH, page_token, {"activityTypeIds": ",".join(map(str, wanted))}, timeout
+        )
+
+    def lead_changes_page(self, page_token: str, fields: Sequence[str], *, timeout: float = 30.0) -> ActivityPage:
+        """One page (≤ 300) of the changes to these lead fields (and new leads), from `page_token` on."""
+        if not fields or isinstance(fields, str):
+            raise ValueError("lead_changes_page takes a non-empty sequence of field names")
+        return self._activity_page(_LEAD_CHANGES_PATH, page_token, {"fields": ",".join(fields)}, timeout)
+
+    def leads_by_id(
+        self,
+        lead_ids: Iterable[int],
+        *,
+        fields: Sequence[str] = ("id", "email", "unsubscribed"),
+        timeout: float = 30.0,
+    ) -> list[dict]:
+        """Every lead with one of these ids, with these fields; all or nothing (raises if any batch fails)."""
+        if not fields or isinstance(fields, str):
+            raise ValueError("leads_by_id takes a non-empty sequence of field names")
+        deadline = _Deadline(self._clock, timeout)
+        wanted = list(dict.fromkeys(lead_ids))
+        if not all(_is_integer(lead_id) for lead_id in wanted):
+            raise ValueError("leads_by_id takes integer lead ids")
+        leads: list[dict] = []
+        for start in range(0, len(wanted), MAX_BATCH_SIZE):
+            params = {
+                "filterType": "id",
+                "filterValues": ",".join(map(str, wanted[start:start + MAX_BATCH_SIZE])),
+                "fields": ",".join(fields),
+                "batchSize": str(MAX_BATCH_SIZE),
+            }
+            leads.extend(self._all_lead_pages(_SYNC, params, deadline))
+        return leads
+
+    # --- public interface: full load through Bulk Lead Extract ------------------------------
+
+    def create_lead_export(
+        self, fields: Sequence[str], created_from: datetime, created_to: datetime, *, timeout: float = 30.0
+    ) -> str:
+        """Create (not yet enqueue) a CSV export of the leads created in [created_from, created_to]; its id."""
+        if not fields or isinstance(fields, str):
+            raise ValueError("create_lead_export takes a non-empty sequence of field names")
+        job = {
+            "fields": list(fields),
+            "format": "CSV",
+            "filter": {"createdAt": {"startAt": _iso_utc(created_from), "endAt": _iso_utc(created_to)}},
+        }
+        body = self._request(
+            _SYNC, "POST", f"{_LEAD_EXPORT_PATH}/create.json", _Deadline(self._clock, timeout), json_body=job
+        )
+        return _string_field(_first_result(body, "export job"), "exportId", "export job")
+
+    def enqueue_lead_export(self, export_id: str, *, timeout: float = 30.0) -> str:
+        """Queue a created export for processing; its status ("Queued")."""
+        body = self._request(_SYNC, "POST", _export_path(export_id, "enqueue"), _Deadline(self._clock, timeout))
+        return _string_field(_first_result(body, "export job"), "status", "export job")
+
+    def lead_export_status(self, export_id: str, *, timeout: float = 30.0) -> dict:
+        """The export job: status (Created, Queued, Processing, Completed, Failed, Canceled),
+        numberOfRecords, fileSize, ... Marketo asks for at most one poll a minute."""
+        body = self._request(_SYNC, "GET", _export_path(export_id, "status"), _Deadline(self._clock, timeout))
+        job = _first_result(body, "export job")
+        _string_field(job, "status", "export job")
+        return job
+
+    def cancel_lead_export(self, export_id: str, *, timeout: float = 30.0) -> None:
+        self._request(_SYNC, "POST", _export_path(export_id, "cancel"), _Deadline(self._clock, timeout))
+
+    def lead_export_rows(self, export_id: str, *, timeout: float = 120.0) -> Iterator[dict[str, str]]:
+        """The rows of a completed export's CSV file (column name -> text, "" when empty), streamed.
+
+        The request (with its retries) is made by this call, so that Marketo refusing it raises
+        here; the rows are then read from the network as they are iterated. The deadline bounds
+        the whole download, the caller's time between rows included: size it by fileSize. A
+        failure while iterating raises MarketoUnavailable (network, deadline) or
+        MarketoRequestError (a malformed file); the export can be downloaded again.
+        """
+        deadline = _Deadline(self._clock, timeout)
+        return self._request(
+            _SYNC,
+            "GET",
+            _export_path(export_id, "file"),
+            deadline,
+            stream=True,
+            read=lambda response, token: self._read_export_file(response, token, deadline),
+        )
 
     # --- batches ----------------------------------------------------------------------
 
-    def _answer_batches(self, batches: list[list[str]], deadline: _Deadline) -> _BatchAnswer:
+    def _answer_batches(self, kind: str, batches: list[list[str]], deadline: _Deadline) -> _BatchAnswer:
         pool = ThreadPoolExecutor(
             max_workers=min(self._max_concurrency, len(batches)), thread_name_prefix="marketo-lookup"
         )
         try:
-            futures = [pool.submit(self._answer_batch, batch, deadline) for batch in batches]
+            futures = [pool.submit(self._answer_batch, kind, batch, deadline) for batch in batches]
             # Requests' timeout bounds each socket read, not a whole answer; this bounds the call.
             wait(futures, timeout=max(deadline.remaining(), 0.0) + _HANG_GRACE)
             too_late = MarketoUnavailable("Marketo did not answer before the deadline")
@@ -211,24 +362,27 @@ class MarketoClient:
         finally:
             pool.shutdown(wait=False, cancel_futures=True)
 
-    def _answer_batch(self, emails: list[str], deadline: _Deadline) -> _BatchAnswer:
+    def _answer_batch(self, kind: str, emails: list[str], deadline: _Deadline) -> _BatchAnswer:
         try:
-            leads = self._fetch_leads(emails, deadline)
+            leads = self._all_lead_pages(kind, _leads_params(emails), deadline)
         except _BatchTooBig as too_big:
             if len(emails) == 1:
                 return _BatchAnswer.all_failed(emails, too_big)
             middle = len(emails) // 2
-            return self._answer_batch(emails[:middle], deadline).add(self._answer_batch(emails[middle:], deadline))
+            return self._answer_batch(kind, emails[:middle], deadline).add(
+                self._answer_batch(kind, emails[middle:], deadline)
+            )
         except MarketoError as error:
             return _BatchAnswer.all_failed(emails, error)
         return _BatchAnswer(unsubscribed=_unsubscribed_flags(emails, leads))
 
-    def _fetch_leads(self, emails: list[str], deadline: _Deadline) -> list[dict]:
-        """Every lead with one of these emails, following Marketo's paging."""
+    def _all_lead_pages(self, kind: str, params: dict[str, str], deadline: _Deadline) -> list[dict]:
+        """Every lead leads.json answers to these parameters, following Marketo's paging."""
         leads: list[dict] = []
         page_token = None
         while True:
-            body = self._request_leads(_leads_params(emails, page_token), deadline)
+            page_params = dict(params, nextPageToken=page_token) if page_token else params
+            body = self._request_leads(kind, page_params, deadline)
             page = _result_page(body)
             leads.extend(page)
             next_token = body.get("nextPageToken")
@@ -238,55 +392,110 @@ class MarketoClient:
                 raise MarketoRequestError("Marketo sent the same nextPageToken twice")
             page_token = next_token
 
-    # --- one leads.json request, with its retries -----------------------------------------
+    def _request_leads(self, kind: str, params: dict[str, str], deadline: _Deadline) -> dict:
+        return self._request(kind, "GET", _LEADS_PATH, deadline, params=params, form_fallback=True)
 
-    def _request_leads(self, params: dict[str, str], deadline: _Deadline) -> dict:
-        as_form = self._url_too_long(params)
+    # --- activity pages -------------------------------------------------------------------
+
+    def _activity_page(self, path: str, page_token: str, filters: dict[str, str], timeout: float) -> ActivityPage:
+        if not isinstance(page_token, str) or not page_token:
+            raise ValueError("a page token is a non-empty string")
+        params = {"nextPageToken": page_token, **filters, "batchSize": str(MAX_BATCH_SIZE)}
+        body = self._request(_SYNC, "GET", path, _Deadline(self._clock, timeout), params=params)
+        return ActivityPage(
+            activities=tuple(_result_page(body)),
+            next_page_token=_next_page_token(body),
+            more_result=body.get("moreResult") is True,
+        )
+
+    # --- one REST request, with its retries ----------------------------------------------------
+
+    def _request(
+        self,
+        kind: str,
+        method: str,
+        path: str,
+        deadline: _Deadline,
+        *,
+        params: dict[str, str] | None = None,
+        json_body: dict | None = None,
+        form_fallback: bool = False,
+        stream: bool = False,
+        read: Callable[[requests.Response, str], object] | None = None,
+    ):
+        """Send one request until it is answered: renew a rejected token once, back off on transient
+        failures within the deadline, resend as a form when the URI is too long (if `form_fallback`).
+
+        Returns what `read(response, token)` makes of the answer: by default the JSON envelope
+        of a successful REST answer. Raises the MarketoError that stopped it.
+        """
+        url = self._base_url + path
+        read = read if read is not None else self._read_rest_answer
+        as_form = form_fallback and self._url_too_long(url, params)
         token_renewed = False
         attempt = 0
-        while True:
-            try:
-                return self._send_leads_request(params, as_form, deadline)
-            except _UriTooLong:
-                if as_form:
-                    raise
-                as_form = True
-            except _TokenRejected as rejected:
-                if token_renewed:
-                    raise MarketoAuthError(
-                        f"Marketo rejected a newly issued access token (error {rejected.code})", rejected.code
-                    ) from None
-                logger.warning("Marketo rejected the access token (error %s); fetching a new one", rejected.code)
-                self._forget_token(rejected.token)
-                token_renewed = True
-            except MarketoUnavailable as error:
-                attempt += 1
-                self._back_off("lookup", error, attempt, deadline)
+        try:
+            while True:
+                try:
+                    return self._send_rest_request(kind, method, url, deadline, params, json_body, as_form, stream, read)
+                except _UriTooLong:
+                    if as_form or not form_fallback:
+                        raise
+                    as_form = True
+                except _TokenRejected as rejected:
+                    if token_renewed:
+                        raise MarketoAuthError(
+                            f"Marketo rejected a newly issued access token (error {rejected.code})", rejected.code
+                        ) from None
+                    logger.warning("Marketo rejected the access token (error %s); fetching a new one", rejected.code)
+                    self._forget_token(rejected.token)
+                    token_renewed = True
+                except MarketoUnavailable as error:
+                    if error.code == _EXPORT_QUEUE_FULL_CODE:
+                        raise
+                    attempt += 1
+                    self._back_off(kind, error, attempt, deadline)
+        except _Vetoed as vetoed:
+            raise vetoed.error from None
 
-    def _send_leads_request(self, params: dict[str, str], as_form: bool, deadline: _Deadline) -> dict:
+    def _send_rest_request(
+        self,
+        kind: str,
+        method: str,
+        url: str,
+        deadline: _Deadline,
+        params: dict[str, str] | None,
+        json_body: dict | None,
+        as_form: bool,
+        stream: bool,
+        read: Callable[[requests.Response, str], object],
+    ):
         self._raise_if_quota_exhausted()  # another batch may have hit 607 meanwhile
         token = self._token(deadline)
-        headers = {"Authorization": f"Bearer {token}"}
-        with self._lookup_slot(deadline):
-            if as_form:
-                response = self._send(
-                    "lookup", "POST", self._leads_url, deadline, params={"_method": "GET"}, data=params, headers=headers
-                )
-            else:
-                response = self._send("lookup", "GET", self._leads_url, deadline, params=params, headers=headers)
-        return self._read_rest_answer(response, token)
+        options: dict = {"headers": {"Authorization": f"Bearer {token}"}}
+        if as_form:
+            method = "POST"
+            options.update(params={"_method": "GET"}, data=params)
+        else:
+            options["params"] = params
+            if json_body is not None:
+                options["json"] = json_body
+            if stream:
+                options["stream"] = True
+        with self._request_slot(deadline):  # a streamed answer frees its slot once its headers are in
+            response = self._send(kind, method, url, deadline, **options)
+        try:
+            return read(response, token)
+        except BaseException:
+            response.close()
+            raise
 
     def _read_rest_answer(self, response: requests.Response, token: str) -> dict:
-        status = response.status_code
-        if status == 414:
-            raise _UriTooLong("Marketo refused the request URI as too long (HTTP 414)", "414")
-        if status == 413:
-            raise _BatchTooBig("Marketo refused the request body as too large (HTTP 413)", "413")
-        if status >= 500 or status == 429:
-            raise MarketoUnavailable(f"Marketo answered HTTP {status}", str(status))
-        if not 200 <= status < 300:
-            raise MarketoRequestError(f"Marketo answered HTTP {status}", str(status))
-        body = _json_object(response)
+        _raise_for_status(response)
+        return self._successful(_json_object(response), token)
+
+    def _successful(self, body: dict, token: str) -> dict:
+        """The envelope if it reports success, else the MarketoError for its first error."""
         if body.get("success") is True:
             return body
         code, message = _first_error(body)
@@ -296,7 +505,7 @@ class MarketoClient:
         described = f"Marketo error {code}: {message}"
         if code in _TOKEN_REJECTED_CODES:
             return _TokenRejected(described, code, token)
-        if code in _TRANSIENT_CODES:
+        if code in _TRANSIENT_CODES or code == _EXPORT_QUEUE_FULL_CODE:
             return MarketoUnavailable(described, code)
         if code == _QUOTA_EXHAUSTED_CODE:
             reset_at = self._mark_quota_exhausted()
@@ -307,22 +516,37 @@ class MarketoClient:
             return _BatchTooBig(described, code)
         return MarketoRequestError(described, code)
 
-    def _url_too_long(self, params: dict[str, str]) -> bool:
-        url = requests.Request("GET", self._leads_url, params=params).prepare().url
-        return len(url) > MAX_URL_LENGTH
-
-    @property
-    def _leads_url(self) -> str:
-        return self._base_url + _LEADS_PATH
+    def _url_too_long(self, url: str, params: dict[str, str] | None) -> bool:
+        return len(requests.Request("GET", url, params=params).prepare().url) > MAX_URL_LENGTH
 
     @contextmanager
-    def _lookup_slot(self, deadline: _Deadline) -> Iterator[None]:
-        if not self._lookup_slots.acquire(timeout=max(deadline.remaining(), 0.0)):
+    def _request_slot(self, deadline: _Deadline) -> Iterator[None]:
+        if not self._request_slots.acquire(timeout=max(deadline.remaining(), 0.0)):
             raise MarketoUnavailable("Marketo deadline passed while waiting for a free request slot")
         try:
             yield
         finally:
-            self._lookup_slots.release()
+            self._request_slots.release()
+
+    # --- export file ------------------------------------------------------------------------
+
+    def _read_export_file(self, response: requests.Response, token: str, deadline: _Deadline) -> Iterator[dict[str, str]]:
+        """Check that the answer is a CSV file, not a JSON error envelope; its rows.
+
+        Told apart by the first byte, not by Content-Type: a CSV header never starts with "{".
+        """
+        _raise_for_status(response)
+        content = io.BufferedReader(_ResponseBytes(response, deadline), buffer_size=_FILE_CHUNK)
+        if content.peek(1)[:1] == b"{":
+            try:
+                body = json.loads(content.read())
+            except ValueError:
+                body = None
+            if not isinstance(body, dict):
+                raise MarketoRequestError("Marketo answered the export file request with neither CSV nor a JSON object")
+            self._successful(body, token)
+            raise MarketoRequestError("Marketo answered the export file request with JSON, not CSV")
+        return _csv_rows(content, response)
 
     # --- access token ---------------------------------------------------------------------
 
@@ -357,7 +581,7 @@ class MarketoClient:
                 token, lifetime = self._request_token(deadline)
             except MarketoUnavailable as error:
                 attempt += 1
-                self._back_off("token", error, attempt, deadline)
+                self._back_off(_TOKEN, error, attempt, deadline)
                 continue
             with self._lock:
                 self._cached_token = (token, requested_at + lifetime - _TOKEN_RENEWAL_MARGIN)
@@ -369,7 +593,7 @@ class MarketoClient:
             "client_id": self._client_id,
             "client_secret": self._client_secret,
         }
-        response = self._send("token", "GET", self._base_url + _IDENTITY_PATH, deadline, params=credentials)
+        response = self._send(_TOKEN, "GET", self._base_url + _IDENTITY_PATH, deadline, params=credentials)
         status = response.status_code
         if status in (401, 403):
             raise MarketoAuthError(
@@ -414,8 +638,9 @@ class MarketoClient:
         if remaining <= 0:
             raise MarketoUnavailable("Marketo deadline passed before the request could be sent")
         self._count(kind)
+        per_request = self._sync_request_timeout if kind == _SYNC else self._request_timeout
         try:
-            return self._session.request(method, url, timeout=min(self._request_timeout, remaining), **kwargs)
+            return self._session.request(method, url, timeout=min(per_request, remaining), **kwargs)
         # Only the exception's type is kept: its text holds the URL, with the secret or the emails.
         except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as error:
             raise MarketoUnavailable(f"Marketo {kind} request failed: {type(error).__name__}") from None
@@ -423,10 +648,14 @@ class MarketoClient:
             raise MarketoConfigError(f"Marketo {kind} request could not be made: {type(error).__name__}") from None
 
     def _count(self, kind: str) -> None:
+        """Ask on_call first: a veto means nothing is sent and nothing is counted."""
+        if self._on_call is not None:
+            try:
+                self._on_call(kind)
+            except MarketoError as veto:
+                raise _Vetoed(veto) from None
         with self._lock:
             self.calls[kind] += 1
-        if self._on_call is not None:
-            self._on_call(kind)
 
     def _back_off(self, what: str, error: MarketoError, attempt: int, deadline: _Deadline) -> None:
         """Sleep before retry `attempt + 1`, or raise MarketoUnavailable if the deadline comes first."""
@@ -439,6 +668,36 @@ class MarketoClient:
             "Marketo %s failed (%s), attempt %d; retrying in %.2f s", what, error.code or "network", attempt, delay
         )
         self._sleep(delay)
+
+
+class _ResponseBytes(io.RawIOBase):
+    """A streamed answer's body as a file, read chunk by chunk within the deadline.
+
+    Network failures become MarketoUnavailable, keeping only the exception's type.
+    """
+
+    def __init__(self, response: requests.Response, deadline: _Deadline):
+        self._chunks = response.iter_content(_FILE_CHUNK)
+        self._deadline = deadline
+        self._pending = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        while not self._pending:
+            if self._deadline.remaining() <= 0:
+                raise MarketoUnavailable("Marketo deadline passed while downloading the export file")
+            try:
+                self._pending = next(self._chunks)
+            except StopIteration:
+                return 0
+            except requests.RequestException as error:
+                raise MarketoUnavailable(f"Marketo export download failed: {type(error).__name__}") from None
+        size = min(len(buffer), len(self._pending))
+        buffer[:size] = self._pending[:size]
+        self._pending = self._pending[size:]
+        return size
 
 
 def next_quota_reset(moment: datetime) -> datetime:
@@ -512,3 +771,72 @@ def _oauth_error(response: requests.Response) -> str:
     except (ValueError, AttributeError):
         error = None
     return error if isinstance(error, str) else "no error given"
+
+
+def _csv_rows(content: io.BufferedReader, response: requests.Response) -> Iterator[dict[str, str]]:
+    """The rows of a CSV file (UTF-8, with or without BOM), checked against its header; closes the answer."""
+    text = io.TextIOWrapper(content, encoding="utf-8-sig", newline="")
+    try:
+        reader = csv.DictReader(text)
+        try:
+            for row in reader:
+                if None in row or None in row.values():
+                    raise MarketoRequestError(
+                        f"Marketo export file line {reader.line_num} does not have the header's "
+                        f"{len(reader.fieldnames)} columns"
+                    )
+                yield row
+        except (csv.Error, UnicodeDecodeError) as error:
+            raise MarketoRequestError(f"Marketo export file is not readable CSV: {type(error).__name__}") from None
+    finally:
+        response.close()
+
+
+def _raise_for_status(response: requests.Response) -> None:
+    status = response.status_code
+    if status == 414:
+        raise _UriTooLong("Marketo refused the request URI as too long (HTTP 414)", "414")
+    if status == 413:
+        raise _BatchTooBig("Marketo refused the request body as too large (HTTP 413)", "413")
+    if status >= 500 or status == 429:
+        raise MarketoUnavailable(f"Marketo answered HTTP {status}", str(status))
+    if not 200 <= status < 300:
+        raise MarketoRequestError(f"Marketo answered HTTP {status}", str(status))
+
+
+def _export_path(export_id: str, action: str) -> str:
+    if not isinstance(export_id, str) or not export_id:
+        raise ValueError("an export id is a non-empty string")
+    return f"{_LEAD_EXPORT_PATH}/{quote(export_id, safe='')}/{action}.json"
+
+
+def _iso_utc(moment: datetime) -> str:
+    """ISO 8601 in UTC to the second (2026-11-01T00:00:00Z); a naive datetime is taken as UTC."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _next_page_token(body: dict) -> str:
+    token = body.get("nextPageToken")
+    if not isinstance(token, str) or not token:
+        raise MarketoRequestError("Marketo answered without a nextPageToken")
+    return token
+
+
+def _first_result(body: dict, what: str) -> dict:
+    result = _result_page(body)
+    if not result:
+        raise MarketoRequestError(f"Marketo's {what} answer has no result")
+    return result[0]
+
+
+def _string_field(item: dict, key: str, what: str) -> str:
+    value = item.get(key)
+    if not isinstance(value, str) or not value:
+        raise MarketoRequestError(f"Marketo's {what} answer has no {key}")
+    return value
+
+
+def _is_integer(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
