@@ -60,6 +60,7 @@ class Processes:
         self.log_dir = log_dir
         self.started: list[tuple[str, subprocess.Popen]] = []
         self.logs: dict[str, Path] = {}
+        self.stopped: set[int] = set()
 
     def start(self, name: str, argv: list[str], *, env: dict, pipes: bool = False) -> subprocess.Popen:
         log_path = self.log_dir / f"{name}.log"
@@ -78,6 +79,8 @@ class Processes:
         return process
 
     def stop(self, process: subprocess.Popen, timeout: float = 15.0) -> None:
+        if process.pid in self.stopped:
+            return
         if process.poll() is None:
             _signal_group(process, signal.SIGTERM)
             try:
@@ -85,8 +88,11 @@ class Processes:
             except subprocess.TimeoutExpired:
                 _signal_group(process, signal.SIGKILL)
                 process.wait(timeout=5)
-        # Workers or threads left behind in the group (a server whose master died first).
-        _signal_group(process, signal.SIGKILL)
+        # Workers left behind in the group (a server whose master died first). While any member is
+        # alive the group id cannot be reused, so this only ever reaches our own processes.
+        if _group_members(process.pid):
+            _signal_group(process, signal.SIGKILL)
+        self.stopped.add(process.pid)
         for stream in (process.stdin, process.stdout):
             if stream is not None:
                 stream.close()
@@ -103,6 +109,18 @@ class Processes:
         if path is None or not path.exists():
             return ""
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def _group_members(pgid: int) -> list[int]:
+    members = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[2]) == pgid:
+                    members.append(int(entry.name))
+            except (OSError, ValueError, IndexError):
+                continue
+    return members
 
 
 def _signal_group(process: subprocess.Popen, sig: int) -> None:
@@ -283,9 +301,11 @@ def wait_ready(name: str, port: int, path: str, process: subprocess.Popen, procs
         if process.poll() is not None:
             raise BenchError(f"{name} exited with {process.returncode} while starting:\n{procs.tail(name)}")
         try:
-            status, _ = call(port, "GET", path, timeout=2)
+            status, body = call(port, "GET", path, timeout=2)
             if status == 200:
                 return time.monotonic() - started
+            if status == 500:  # up, but broken: waiting will not help
+                raise BenchError(f"{name} answered {path} with HTTP 500: {str(body)[:500]}\n{procs.tail(name)}")
             last = f"HTTP {status}"
         except OSError as error:
             last = type(error).__name__
@@ -312,6 +332,7 @@ def stats_delta(before: dict, after: dict) -> dict:
         "token": calls.get("token", 0),
         "leads": calls.get("leads", 0),
         "total": sum(calls.values()),
+        "calls": calls,  # every kind the simulator counts
         "rejected": diff("rejected"),
         "errors": diff("errors"),
     }
@@ -369,6 +390,11 @@ def summarize(runs: list[dict]) -> dict:
         decisions.update(run["decisions"])
     elapsed = sum(run["elapsed"] for run in runs)
     requests = len(latencies)
+    by_via = {}
+    for source in sorted({v for run in runs for v in run.get("latencies_us_by_via", {})}):
+        values = sorted(lat for run in runs for lat in run["latencies_us_by_via"].get(source, []))
+        by_via[source] = {"requests": len(values), "p50_ms": round(percentile(values, 50) / 1000, 2),
+                       "p99_ms": round(percentile(values, 99) / 1000, 2)}
     return {
         "requests": requests,
         "seconds": round(elapsed, 3),
@@ -381,6 +407,7 @@ def summarize(runs: list[dict]) -> dict:
         "statuses": dict(statuses),
         "checked_via": dict(via),
         "decisions": dict(decisions),
+        "latency_by_checked_via": by_via,
         "reconnects": sum(run["reconnects"] for run in runs),
         "client_cpu_cores": round(sum(run["client_cpu"] for run in runs) / elapsed, 2) if elapsed else 0.0,
         "server_cpu_cores": round(sum(run["server_cpu"] for run in runs) / elapsed, 2) if elapsed else 0.0,
@@ -445,6 +472,7 @@ def run_load(procs: Processes, name: str, port: int, bodies: list, weights: list
     merged = {
         "elapsed": max(r["elapsed"] for r in results),
         "latencies_us": [lat for r in results for lat in r["latencies_us"]],
+        "latencies_us_by_via": {},
         "reconnects": sum(r["reconnects"] for r in results),
         "client_cpu": sum(r["client_cpu"] for r in results),
         "server_cpu": server_cpu,
@@ -453,6 +481,9 @@ def run_load(procs: Processes, name: str, port: int, bodies: list, weights: list
         "connections_at_start": initial_spread,
         "connections_replaced": replaced,
     }
+    for r in results:
+        for via, values in r.get("latencies_us_by_via", {}).items():
+            merged["latencies_us_by_via"].setdefault(via, []).extend(values)
     for key in ("statuses", "checked_via", "decisions"):
         total = Counter()
         for r in results:
@@ -563,6 +594,9 @@ def run(args: argparse.Namespace, procs: Processes, tmp: Path) -> dict:
     }
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True)
     meta["commit"] = commit.stdout.strip() or None
+    changed = subprocess.run(["git", "diff-index", "--name-only", "HEAD", "--"], cwd=ROOT, capture_output=True,
+                             text=True)  # plumbing: reads, never writes the index
+    meta["files_differing_from_commit"] = changed.stdout.split()
 
     # 1. simulator ---------------------------------------------------------------
     sim_port = free_port()
@@ -584,6 +618,9 @@ def run(args: argparse.Namespace, procs: Processes, tmp: Path) -> dict:
         "MARKETO_BASE_URL": f"http://127.0.0.1:{sim_port}",
         "MARKETO_CLIENT_ID": SIM_CLIENT_ID,
         "MARKETO_CLIENT_SECRET": SIM_CLIENT_SECRET,
+        # The gate's own daily cap on Marketo calls (default 2,500) would turn a long run's lookups into
+        # `unverified` denials; like the simulator's rate limit, it is raised so the run measures the check.
+        "GATEWAY_MARKETO_DAILY_BUDGET": "100000000",
     }
     meta["migrated_with"] = migrate(gate_env, db_url, procs.log_dir)
     gate_port = free_port()
@@ -732,6 +769,9 @@ def table(results: dict) -> str:
     if served:
         shares = ", ".join(f"{k} {100 * v / served:.1f}%" for k, v in sorted(via.items(), key=lambda kv: -kv[1]))
         lines.append(f"  gate verdicts by checked_via: {shares}; decisions {gate_total['decisions']}")
+        split = ", ".join(f"{via} p50 {fmt(v['p50_ms'], 2)} / p99 {fmt(v['p99_ms'], 2)} ms"
+                          for via, v in gate_total["latency_by_checked_via"].items())
+        lines.append(f"  gate latency by checked_via: {split}")
     lines.append(f"  gate Marketo calls in measured rounds: {gate_total['marketo']} "
                  f"({fmt(gate_total['marketo_calls_per_1000_checks'], 2)} per 1,000 checks); "
                  f"simulator CPU {fmt(gate_total['simulator_cpu_s'], 2)} s")
@@ -768,6 +808,7 @@ def main(argv=None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="bench-checks-"))
 
     def on_sigterm(signum, _frame):
+        print("\nterminated; stopping servers", file=sys.stderr)
         raise SystemExit(128 + signum)
 
     signal.signal(signal.SIGTERM, on_sigterm)

@@ -41,6 +41,7 @@ class Worker(threading.Thread):
         self.latencies: list[float] = []
         self.statuses: Counter = Counter()
         self.checked_via: Counter = Counter()
+        self.latency_by_via: dict[str, list[float]] = {}
         self.decisions: Counter = Counter()
         self.reconnects = 0
         self.last_done = 0.0
@@ -93,8 +94,11 @@ class Worker(threading.Thread):
             self.last_done = done
             self.statuses[str(status)] += 1
             if status == 200:
-                for via in CHECKED_VIA.findall(data):
+                found = CHECKED_VIA.findall(data)
+                for via in found:
                     self.checked_via[via.decode()] += 1
+                if found:  # latency by what answered the (first) recipient: cache hit or Marketo call
+                    self.latency_by_via.setdefault(found[0].decode(), []).append(done - started)
                 match = DECISION.search(data)
                 if match:
                     self.decisions[match.group(1).decode()] += 1
@@ -151,7 +155,11 @@ def main() -> None:
         "reconnects": sum(w.reconnects for w in workers),
         "client_cpu": (cpu_after.user - cpu_before.user) + (cpu_after.system - cpu_before.system),
         "latencies_us": [round(lat * 1e6) for lat in latencies],
+        "latencies_us_by_via": {},
     }
+    for worker in workers:
+        for via, values in worker.latency_by_via.items():
+            result["latencies_us_by_via"].setdefault(via, []).extend(round(lat * 1e6) for lat in values)
     for worker in workers:
         worker.conn.close()
     sys.stdout.write(json.dumps(result) + "\n")
