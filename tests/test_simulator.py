@@ -827,3 +827,798 @@ def test_main_as_subprocess_serves_and_exits_on_sigterm():
                 proc.kill()
                 proc.wait(timeout=10)
             reader.join(timeout=10)
+
+
+# ================================================================= activities
+WALL_START = datetime(2026, 11, 26, 10, 0, tzinfo=timezone.utc)
+
+
+@pytest.fixture
+def wall():
+    return FakeWallClock(WALL_START)
+
+
+@pytest.fixture
+def stream(clock, wall):
+    """A state with both clocks injected, its test client and a token."""
+    state = SimulatorState(clock=clock, wall_clock=wall)
+    client = create_simulator_app(state).test_client()
+    return state, client, get_token(client)
+
+
+def rest_get(client, token, path, **params) -> dict:
+    resp = client.get(path, query_string=params, headers=auth(token))
+    assert resp.status_code == 200
+    return resp.get_json()
+
+
+def paging_token(client, token, since: str) -> str:
+    body = rest_get(client, token, "/rest/v1/activities/pagingtoken.json", sinceDatetime=since)
+    assert body["success"] is True, body
+    return body["nextPageToken"]
+
+
+def read_pages(client, token, path, page_token, **params) -> list[dict]:
+    """Every page from page_token until moreResult is false."""
+    pages = []
+    while True:
+        body = rest_get(client, token, path, nextPageToken=page_token, **params)
+        assert body["success"] is True, body
+        pages.append(body)
+        page_token = body["nextPageToken"]
+        if not body["moreResult"]:
+            return pages
+
+
+def items(pages) -> list[dict]:
+    return [item for page in pages for item in page.get("result", [])]
+
+
+def kinds(activities) -> list[tuple[int, int]]:
+    return [(a["leadId"], a["activityTypeId"]) for a in activities]
+
+
+def test_activity_types_lists_the_default_ids(stream):
+    state, client, token = stream
+    body = rest_get(client, token, "/rest/v1/activities/types.json")
+    assert body["success"] is True
+    by_name = {t["name"]: t for t in body["result"]}
+    assert {name: by_name[name]["id"] for name in
+            ("Visit Webpage", "Unsubscribe Email", "New Lead", "Change Data Value")} == {
+        "Visit Webpage": 1, "Unsubscribe Email": 9, "New Lead": 12, "Change Data Value": 13}
+    for entry in body["result"]:
+        assert set(entry) == {"id", "name", "description", "primaryAttribute", "attributes"}
+        assert set(entry["primaryAttribute"]) == {"name", "dataType"}
+    cdv = by_name["Change Data Value"]
+    assert {a["name"] for a in cdv["attributes"]} >= {"New Value", "Old Value", "Reason"}
+    assert state.stats()["calls"]["activity_types"] == 1
+
+
+def test_activity_type_ids_are_overridable(clock):
+    state = SimulatorState(clock=clock, activity_type_ids={"Unsubscribe Email": 2009, "Change Data Value": 2013})
+    client = create_simulator_app(state).test_client()
+    token = get_token(client)
+    by_name = {t["name"]: t["id"] for t in rest_get(client, token, "/rest/v1/activities/types.json")["result"]}
+    assert by_name["Unsubscribe Email"] == 2009 and by_name["Change Data Value"] == 2013
+    assert by_name["New Lead"] == 12
+    lead = state.add_lead("a@x.com")
+    start = paging_token(client, token, "2000-01-01T00:00:00Z")
+    state.unsubscribe("a@x.com")
+    assert kinds(state.activities()) == [(lead, 12), (lead, 2009), (lead, 2013)]
+    # a client that hard-codes 9 and 13 is told so
+    hard_coded = rest_get(client, token, "/rest/v1/activities.json", nextPageToken=start, activityTypeIds="9,13")
+    assert error_code(hard_coded) == "1003"
+    found = items(read_pages(client, token, "/rest/v1/activities.json", start, activityTypeIds="2009,2013"))
+    assert kinds(found) == [(lead, 2009), (lead, 2013)]
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{"Unsubscribe Mail": 9}, {"Unsubscribe Email": 13}, {"New Lead": 0}, {"New Lead": "12"}],
+)
+def test_activity_type_override_validation(overrides):
+    with pytest.raises(ValueError):
+        SimulatorState(activity_type_ids=overrides)
+
+
+def test_add_lead_logs_new_lead_dated_at_created_at(wall):
+    state = SimulatorState(wall_clock=wall)
+    first = state.add_lead("a@x.com")
+    old = state.add_lead("old@x.com", created_at=WALL_START - timedelta(days=40))
+    (a, b) = state.activities()
+    assert a == {
+        "id": 1001,
+        "marketoGUID": "1001",
+        "leadId": first,
+        "activityDate": "2026-11-26T10:00:00Z",
+        "activityTypeId": 12,
+        "primaryAttributeValueId": first,
+        "primaryAttributeValue": "a@x.com",
+        "attributes": [{"name": "Source Type", "value": "Web service API"},
+                       {"name": "Created Date", "value": "2026-11-26"}],
+    }
+    assert b["id"] == 1002 and b["leadId"] == old
+    assert b["activityDate"] == "2026-10-17T10:00:00Z"
+    assert state.leads("old@x.com")[0]["createdAt"] == "2026-10-17T10:00:00Z"
+
+
+def test_durable_unsubscribe_logs_one_activity_set_per_changed_lead(wall):
+    state = SimulatorState(wall_clock=wall)
+    a = state.add_lead("Dup@x.com")
+    b = state.add_lead("dup@x.com", unsubscribed=True)
+    c = state.add_lead("DUP@x.com")
+    state.add_lead("other@x.com")
+    logged = len(state.activities())
+    wall.advance(timedelta(minutes=5))
+
+    assert state.unsubscribe("dup@X.com", reason="Clicked the link in Outreach #7") == 2
+    new = state.activities()[logged:]
+    assert kinds(new) == [(a, 9), (a, 13), (c, 9), (c, 13)]
+    assert [x["id"] for x in new] == sorted(x["id"] for x in new)
+    unsubscribe_email, change = new[0], new[1]
+    assert unsubscribe_email["primaryAttributeValueId"] == 1001
+    assert unsubscribe_email["activityDate"] == "2026-11-26T10:05:00Z"
+    assert change["primaryAttributeValue"] == "Unsubscribed"
+    assert change["attributes"] == [
+        {"name": "New Value", "value": "true"},
+        {"name": "Old Value", "value": "false"},
+        {"name": "Reason", "value": "Clicked the link in Outreach #7"},
+    ]
+    assert all(lead["unsubscribed"] for lead in state.leads("dup@x.com"))
+    assert state.unsubscribe("dup@x.com") == 0  # nothing changed, nothing logged
+    assert len(state.activities()) == logged + 4
+
+    assert state.resubscribe("dup@x.com") == 3
+    again = state.activities()[logged + 4:]
+    assert kinds(again) == [(a, 13), (b, 13), (c, 13)]
+    assert again[0]["attributes"][:2] == [{"name": "New Value", "value": "false"},
+                                          {"name": "Old Value", "value": "true"}]
+    assert not any(lead["unsubscribed"] for lead in state.leads("dup@x.com"))
+
+
+def test_set_unsubscribed_logs_like_unsubscribe_and_resubscribe():
+    state = SimulatorState()
+    lead = state.add_lead("a@x.com")
+    assert state.set_unsubscribed("a@x.com", True) == 1
+    assert state.set_unsubscribed("a@x.com", False) == 1
+    assert kinds(state.activities()) == [(lead, 12), (lead, 9), (lead, 13), (lead, 13)]
+
+
+def test_change_email_logs_a_change_of_email(state):
+    lead = state.add_lead("old@x.com")
+    assert state.change_email(lead, "new@x.com") is True
+    change = state.activities()[-1]
+    assert change["activityTypeId"] == 13
+    assert change["primaryAttributeValue"] == "Email Address"
+    assert change["attributes"][:2] == [{"name": "New Value", "value": "new@x.com"},
+                                        {"name": "Old Value", "value": "old@x.com"}]
+    assert state.leads("new@x.com")[0]["id"] == lead
+    assert state.leads("old@x.com") == []
+    assert state.change_email(lead, "new@x.com") is False
+    with pytest.raises(ValueError):
+        state.change_email(999, "x@x.com")
+    with pytest.raises(ValueError):
+        state.change_email(lead, " ")
+
+
+def test_add_activity_and_visit_webpage_change_nothing(state):
+    lead = state.add_lead("a@x.com")
+    visit = state.visit_webpage(lead)
+    opened = state.add_activity(lead, "Open Email", primary_attribute_value_id=5, primary_attribute_value="Mail 5")
+    assert [a["id"] for a in state.activities(lead)][1:] == [visit, opened]
+    assert kinds(state.activities())[1:] == [(lead, 1), (lead, 10)]
+    assert state.leads("a@x.com")[0]["unsubscribed"] is False
+    with pytest.raises(ValueError):
+        state.add_activity(lead, "Juggle")
+    with pytest.raises(ValueError):
+        state.add_activity(999, "Open Email")
+
+
+# ------------------------------------------------------------ paging tokens
+def build_timeline(state, wall):
+    """10:00 new lead, 11:00 a page visit, 12:00 an unsubscribe (two activities)."""
+    lead = state.add_lead("a@x.com")
+    wall.advance(timedelta(hours=1))
+    state.visit_webpage(lead)
+    wall.advance(timedelta(hours=1))
+    state.unsubscribe("a@x.com")
+    return lead
+
+
+ALL_TYPES = "1,9,12,13"
+
+
+@pytest.mark.parametrize(
+    "since, first_id",
+    [
+        ("2026-11-26T09:00:00Z", 1001),
+        ("2026-11-26T10:00:00Z", 1001),
+        ("2026-11-26T10:30:00Z", 1002),
+        ("2026-11-26T11:00:00Z", 1002),  # at or after
+        ("2026-11-26T12:00:00+01:00", 1002),  # = 11:00Z
+        ("2026-11-26T11:00:01Z", 1003),
+        ("2026-11-26", 1001),
+    ],
+)
+def test_paging_token_points_at_first_activity_at_or_after(stream, wall, since, first_id):
+    state, client, token = stream
+    build_timeline(state, wall)
+    found = items(read_pages(client, token, "/rest/v1/activities.json", paging_token(client, token, since),
+                             activityTypeIds=ALL_TYPES))
+    assert [a["id"] for a in found] == list(range(first_id, 1005))
+    assert state.stats()["calls"]["paging_token"] == 1
+
+
+def test_paging_token_after_the_last_activity_is_the_end(stream, wall):
+    state, client, token = stream
+    build_timeline(state, wall)
+    start = paging_token(client, token, "2026-11-26T12:00:01Z")
+    body = rest_get(client, token, "/rest/v1/activities.json", nextPageToken=start, activityTypeIds=ALL_TYPES)
+    assert body["success"] is True
+    assert "result" not in body
+    assert body["moreResult"] is False
+    assert body["nextPageToken"] == start
+    # the end, read from the beginning, is the same position
+    pages = read_pages(client, token, "/rest/v1/activities.json", paging_token(client, token, "2026-01-01"),
+                       activityTypeIds=ALL_TYPES)
+    assert pages[-1]["nextPageToken"] == start
+
+
+@pytest.mark.parametrize("params", [{}, {"sinceDatetime": "yesterday"}, {"sinceDatetime": "2026-13-01T00:00:00Z"},
+                                    {"sinceDatetime": ""}])
+def test_paging_token_needs_a_good_date(stream, params):
+    _state, client, token = stream
+    body = rest_get(client, token, "/rest/v1/activities/pagingtoken.json", **params)
+    assert error_code(body) == "1003"
+
+
+# ------------------------------------------------------------ activities.json
+def test_activities_by_type_in_pages_with_short_pages(stream, wall):
+    state, client, token = stream
+    leads = [state.add_lead(f"u{i}@x.com") for i in range(3)]
+    start = paging_token(client, token, "2026-11-26T10:00:00Z")
+    wall.advance(timedelta(minutes=1))
+    for lead in leads:
+        for _ in range(3):
+            state.visit_webpage(lead)
+    state.unsubscribe("u0@x.com")
+    for _ in range(4):
+        state.visit_webpage(leads[1])
+    state.unsubscribe("u2@x.com")
+    state.resubscribe("u0@x.com")
+
+    pages = read_pages(client, token, "/rest/v1/activities.json", start, activityTypeIds="9,13", batchSize="3")
+    found = items(pages)
+    assert kinds(found) == [(leads[0], 9), (leads[0], 13), (leads[2], 9), (leads[2], 13), (leads[0], 13)]
+    assert [a["id"] for a in found] == sorted(a["id"] for a in found)
+    assert all(len(page.get("result", [])) <= 3 for page in pages)
+    short_with_more = [p for p in pages if p["moreResult"] and len(p.get("result", [])) < 3]
+    assert short_with_more, "expected a short page with moreResult true"
+    assert any("result" not in p and p["moreResult"] for p in pages), "expected an empty page with more to come"
+    assert all(isinstance(p["nextPageToken"], str) and p["nextPageToken"] for p in pages)
+    assert set(found[0]) == {"id", "marketoGUID", "leadId", "activityDate", "activityTypeId",
+                             "primaryAttributeValueId", "primaryAttributeValue", "attributes"}
+    assert state.stats()["calls"]["activities"] == len(pages)
+
+
+def test_activities_token_at_the_end_picks_up_later_activities(stream, wall):
+    state, client, token = stream
+    state.add_lead("a@x.com")
+    pages = read_pages(client, token, "/rest/v1/activities.json", paging_token(client, token, "2026-01-01"),
+                       activityTypeIds="9,13")
+    end = pages[-1]["nextPageToken"]
+    again = rest_get(client, token, "/rest/v1/activities.json", nextPageToken=end, activityTypeIds="9,13")
+    assert again["nextPageToken"] == end and again["moreResult"] is False and "result" not in again
+
+    state.unsubscribe("a@x.com")
+    first = rest_get(client, token, "/rest/v1/activities.json", nextPageToken=end, activityTypeIds="9,13")
+    assert [a["activityTypeId"] for a in first["result"]] == [9, 13]
+    assert first["moreResult"] is False
+    # a worker that re-reads from a token it kept sees the same page again
+    replay = rest_get(client, token, "/rest/v1/activities.json", nextPageToken=end, activityTypeIds="9,13")
+    assert replay["result"] == first["result"]
+
+
+def test_activities_batch_size_defaults_to_300(stream):
+    state, client, token = stream
+    state.add_leads([{"email": f"u{i}@x.com"} for i in range(301)])
+    pages = read_pages(client, token, "/rest/v1/activities.json", paging_token(client, token, "2026-01-01"),
+                       activityTypeIds="12")
+    assert [len(p["result"]) for p in pages] == [300, 1]
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"activityTypeIds": "9,13"},  # no token
+        {"nextPageToken": "garbage!", "activityTypeIds": "9"},
+        {"nextPageToken": "GOOD", "activityTypeIds": ""},
+        {"nextPageToken": "GOOD", "activityTypeIds": "1,2,6,7,9,10,11,12,13,1,2"},  # 11 ids
+        {"nextPageToken": "GOOD", "activityTypeIds": "nine"},
+        {"nextPageToken": "GOOD", "activityTypeIds": "999"},
+        {"nextPageToken": "GOOD", "activityTypeIds": "9", "batchSize": "301"},
+        {"nextPageToken": "GOOD", "activityTypeIds": "9", "batchSize": "0"},
+    ],
+)
+def test_activities_invalid_requests_are_1003(stream, params):
+    _state, client, token = stream
+    good = paging_token(client, token, "2026-01-01")
+    params = {k: (good if v == "GOOD" else v) for k, v in params.items()}
+    body = rest_get(client, token, "/rest/v1/activities.json", **params)
+    assert error_code(body) == "1003"
+
+
+def test_activities_take_up_to_10_type_ids(stream):
+    _state, client, token = stream
+    body = rest_get(client, token, "/rest/v1/activities.json", nextPageToken=paging_token(client, token, "2026-01-01"),
+                    activityTypeIds="1,2,6,7,9,10,11,12,13,1")
+    assert body["success"] is True
+
+
+def test_foreign_paging_tokens_are_1003(stream):
+    state, client, token = stream
+    for i in range(3):
+        state.add_lead(f"u{i}@x.com")
+    leads_token = lookup(client, token, ["u0@x.com", "u1@x.com", "u2@x.com"], batchSize="1")["nextPageToken"]
+    other_client = create_simulator_app(SimulatorState()).test_client()
+    other_token = paging_token(other_client, get_token(other_client), "2026-01-01")
+    before_reset = paging_token(client, token, "2026-01-01")
+    state.reset()
+    token = get_token(client)
+    for foreign in (leads_token, other_token, before_reset):
+        body = rest_get(client, token, "/rest/v1/activities.json", nextPageToken=foreign, activityTypeIds="12")
+        assert error_code(body) == "1003"
+
+
+# ------------------------------------------------------------ leadchanges.json
+def test_lead_changes_show_unsubscribe_and_resubscribe_not_email_changes(stream, wall):
+    state, client, token = stream
+    lead = state.add_lead("a@x.com")
+    state.add_lead("b@x.com", unsubscribed=True)
+    wall.advance(timedelta(minutes=1))
+    start = paging_token(client, token, "2026-11-26T10:01:00Z")
+    state.unsubscribe("a@x.com")
+    state.visit_webpage(lead)
+    state.change_email(lead, "a.new@x.com")
+    state.resubscribe("a.new@x.com")
+    created = state.add_lead("c@x.com", unsubscribed=True)
+
+    found = items(read_pages(client, token, "/rest/v1/activities/leadchanges.json", start, fields="unsubscribed"))
+    assert kinds(found) == [(lead, 13), (lead, 13), (created, 12)]
+    unsub, resub, new_lead = found
+    assert unsub["fields"] == [{"id": 58, "name": "unsubscribed", "newValue": "true", "oldValue": "false"}]
+    assert resub["fields"] == [{"id": 58, "name": "unsubscribed", "newValue": "false", "oldValue": "true"}]
+    assert new_lead["fields"] == []
+    assert set(unsub) == {"id", "marketoGUID", "leadId", "activityDate", "activityTypeId", "fields", "attributes"}
+    assert {"name": "Reason", "value": "Unsubscribed via email link"} in unsub["attributes"]
+
+    by_email = items(read_pages(client, token, "/rest/v1/activities/leadchanges.json", start, fields="EMAIL"))
+    assert [a["fields"] for a in by_email if a["activityTypeId"] == 13] == [
+        [{"id": 2, "name": "email", "newValue": "a.new@x.com", "oldValue": "a@x.com"}]
+    ]
+    both = items(read_pages(client, token, "/rest/v1/activities/leadchanges.json", start,
+                            fields="unsubscribed,email"))
+    assert len([a for a in both if a["activityTypeId"] == 13]) == 3
+    assert state.stats()["calls"]["lead_changes"] >= 3
+
+
+def test_lead_changes_page_like_activities(stream):
+    state, client, token = stream
+    lead = state.add_lead("a@x.com")
+    start = paging_token(client, token, "2026-01-01")
+    for _ in range(5):
+        state.visit_webpage(lead)
+    state.unsubscribe("a@x.com")
+    pages = read_pages(client, token, "/rest/v1/activities/leadchanges.json", start,
+                       fields="unsubscribed", batchSize="2")
+    assert kinds(items(pages)) == [(lead, 12), (lead, 13)]
+    assert any(p["moreResult"] and "result" not in p for p in pages)
+    assert all(p["nextPageToken"] for p in pages)
+
+
+@pytest.mark.parametrize("params", [{"fields": ""}, {}, {"fields": "unsubscribed", "nextPageToken": ""},
+                                    {"fields": "unsubscribed", "batchSize": "500"}])
+def test_lead_changes_invalid_requests_are_1003(stream, params):
+    _state, client, token = stream
+    query = {"nextPageToken": paging_token(client, token, "2026-01-01"), **params}
+    body = rest_get(client, token, "/rest/v1/activities/leadchanges.json", **query)
+    assert error_code(body) == "1003"
+
+
+def test_filter_by_several_ids(client, state):
+    ids = [state.add_lead(f"u{i}@x.com") for i in range(4)]
+    body = lookup(client, get_token(client), [], filterType="id", filterValues="1,2,3", fields="email")
+    assert body["result"] == [{"id": i, "email": f"u{i - 1}@x.com"} for i in ids[:3]]
+
+
+# ================================================================ bulk export
+EXPORT = "/bulk/v1/leads/export"
+
+
+def window(start: datetime, days: float = 31) -> dict:
+    return {"createdAt": {"startAt": start.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                          "endAt": (start + timedelta(days=days)).strftime("%Y-%m-%dT%H:%M:%SZ")}}
+
+
+def create_export(client, token, export_filter, fields=("id", "email", "unsubscribed"), **extra) -> dict:
+    body = {"fields": list(fields), "format": "CSV", "filter": export_filter, **extra}
+    resp = client.post(f"{EXPORT}/create.json", json=body, headers=auth(token))
+    assert resp.status_code == 200
+    return resp.get_json()
+
+
+def export_call(client, token, export_id, action) -> dict:
+    method = client.get if action == "status" else client.post
+    resp = method(f"{EXPORT}/{export_id}/{action}.json", headers=auth(token))
+    assert resp.status_code == 200
+    return resp.get_json()
+
+
+def export_job(client, token, export_filter, **kwargs) -> str:
+    body = create_export(client, token, export_filter, **kwargs)
+    export_id = body["result"][0]["exportId"]
+    assert export_call(client, token, export_id, "enqueue")["success"] is True
+    return export_id
+
+
+def poll_until_done(client, token, export_id, limit=10) -> list[str]:
+    statuses = []
+    for _ in range(limit):
+        status = export_call(client, token, export_id, "status")["result"][0]
+        statuses.append(status["status"])
+        if status["status"] in ("Completed", "Failed", "Canceled"):
+            return statuses
+    raise AssertionError(f"export {export_id} not done after {limit} polls: {statuses}")
+
+
+def export_file(client, token, export_id, **headers):
+    return client.get(f"{EXPORT}/{export_id}/file.json", headers={**auth(token), **headers})
+
+
+def test_export_lifecycle_and_csv_file(stream, wall):
+    state, client, token = stream
+    state.add_lead("old@x.com", created_at=WALL_START - timedelta(days=100))
+    b = state.add_lead("b@x.com", unsubscribed=True, attributes={"firstName": 'Bo, "Jr"'},
+                       created_at=WALL_START - timedelta(days=20))
+    c = state.add_lead("c@x.com", created_at=WALL_START - timedelta(days=10))
+
+    created = create_export(client, token, window(WALL_START - timedelta(days=30)),
+                            fields=("id", "email", "unsubscribed", "firstName"))
+    assert created["success"] is True
+    (job,) = created["result"]
+    assert job["status"] == "Created" and job["format"] == "CSV"
+    assert job["createdAt"] == "2026-11-26T10:00:00Z"
+    export_id = job["exportId"]
+    assert export_call(client, token, export_id, "status")["result"][0]["status"] == "Created"
+
+    wall.advance(timedelta(minutes=1))
+    queued = export_call(client, token, export_id, "enqueue")["result"][0]
+    assert queued["status"] == "Queued" and queued["queuedAt"] == "2026-11-26T10:01:00Z"
+    wall.advance(timedelta(minutes=1))
+    processing = export_call(client, token, export_id, "status")["result"][0]
+    assert processing["status"] == "Processing" and processing["startedAt"] == "2026-11-26T10:02:00Z"
+    assert "fileSize" not in processing
+    wall.advance(timedelta(minutes=1))
+    done = export_call(client, token, export_id, "status")["result"][0]
+    expected = f'id,email,unsubscribed,firstName\n{b},b@x.com,true,"Bo, ""Jr"""\n{c},c@x.com,false,null\n'.encode()
+    assert done["status"] == "Completed"
+    assert done["finishedAt"] == "2026-11-26T10:03:00Z"
+    assert done["numberOfRecords"] == 2
+    assert done["fileSize"] == len(expected)
+    assert done["fileChecksum"].startswith("sha256:")
+
+    resp = export_file(client, token, export_id)
+    assert resp.status_code == 200
+    assert resp.mimetype == "text/csv"
+    assert resp.headers["Accept-Ranges"] == "bytes"
+    assert resp.data == expected
+    calls = state.stats()["calls"]
+    counted = {kind: calls[kind] for kind in ("export_create", "export_enqueue", "export_status", "export_file")}
+    assert counted == {"export_create": 1, "export_enqueue": 1, "export_status": 3, "export_file": 1}
+    assert state.stats()["export_jobs"] == {"Completed": 1}
+
+
+def test_export_file_is_fixed_at_completion(stream):
+    state, client, token = stream
+    state.add_lead("a@x.com")
+    export_id = export_job(client, token, window(WALL_START - timedelta(days=1)))
+    assert export_call(client, token, export_id, "status")["result"][0]["status"] == "Processing"
+    state.unsubscribe("a@x.com")  # while processing: in the file
+    assert poll_until_done(client, token, export_id)[-1] == "Completed"
+    first = export_file(client, token, export_id).data
+    assert first.decode().splitlines()[1].endswith(",true")
+    state.resubscribe("a@x.com")  # after completion: not in the file
+    state.add_lead("b@x.com")
+    assert export_file(client, token, export_id).data == first
+
+
+def test_consecutive_31_day_windows_cover_every_lead(stream):
+    state, client, token = stream
+    ids = [state.add_lead(f"u{i}@x.com", unsubscribed=i % 2 == 0, created_at=WALL_START - timedelta(days=5 * i))
+           for i in range(20)]
+    seen = {}
+    start = WALL_START - timedelta(days=100)
+    while start < WALL_START:
+        export_id = export_job(client, token, window(start))
+        assert poll_until_done(client, token, export_id)[-1] == "Completed"
+        for row in export_file(client, token, export_id).data.decode().splitlines()[1:]:
+            lead_id, email, unsubscribed = row.split(",")
+            seen[int(lead_id)] = (email, unsubscribed)
+        start += timedelta(days=31)
+    assert sorted(seen) == sorted(ids)
+    assert {seen[i][1] for i in ids[::2]} == {"true"}
+
+
+def test_export_file_range(stream):
+    state, client, token = stream
+    for i in range(5):
+        state.add_lead(f"someone{i}@example.com")
+    export_id = export_job(client, token, window(WALL_START - timedelta(days=1)))
+    poll_until_done(client, token, export_id)
+    full = export_file(client, token, export_id).data
+    size = len(full)
+
+    tail = export_file(client, token, export_id, Range="bytes=10-")
+    assert tail.status_code == 206
+    assert tail.data == full[10:]
+    assert tail.headers["Content-Range"] == f"bytes 10-{size - 1}/{size}"
+    head = export_file(client, token, export_id, Range="bytes=0-9")
+    assert head.status_code == 206 and head.data == full[:10]
+    assert head.headers["Content-Range"] == f"bytes 0-9/{size}"
+    beyond = export_file(client, token, export_id, Range=f"bytes={size}-")
+    assert beyond.status_code == 416
+    assert beyond.headers["Content-Range"] == f"bytes */{size}"
+
+
+def test_export_file_before_completion_or_unknown_is_404(stream):
+    state, client, token = stream
+    body = create_export(client, token, window(WALL_START - timedelta(days=1)))
+    export_id = body["result"][0]["exportId"]
+    for job in (export_id, "no-such-export"):
+        resp = export_file(client, token, job)
+        assert resp.status_code == 404
+        assert resp.mimetype == "text/plain"
+    assert error_code(export_call(client, token, "no-such-export", "status")) == "1003"
+    assert error_code(export_call(client, token, "no-such-export", "enqueue")) == "1003"
+
+
+def test_export_cancel(stream):
+    state, client, token = stream
+    created_only = create_export(client, token, window(WALL_START))["result"][0]["exportId"]
+    queued = export_job(client, token, window(WALL_START))
+    for export_id in (created_only, queued):
+        assert export_call(client, token, export_id, "cancel")["result"][0]["status"] == "Canceled"
+        assert error_code(export_call(client, token, export_id, "cancel")) == "1003"
+        assert error_code(export_call(client, token, export_id, "enqueue")) == "1003"
+    assert export_call(client, token, queued, "status")["result"][0]["status"] == "Canceled"
+    assert state.stats()["calls"]["export_cancel"] == 4
+
+
+@pytest.mark.parametrize("polls, expected", [(1, ["Completed"]), (2, ["Processing", "Completed"]),
+                                              (3, ["Processing", "Processing", "Completed"])])
+def test_export_polls_to_complete(clock, polls, expected):
+    state = SimulatorState(clock=clock, export_polls_to_complete=polls)
+    client = create_simulator_app(state).test_client()
+    token = get_token(client)
+    export_id = export_job(client, token, window(datetime(2026, 1, 1, tzinfo=timezone.utc)))
+    assert poll_until_done(client, token, export_id) == expected
+
+
+@pytest.mark.parametrize("kwargs", [{"export_polls_to_complete": 0}, {"export_filters_supported": ("smartListId",)}])
+def test_export_options_validation(kwargs):
+    with pytest.raises(ValueError):
+        SimulatorState(**kwargs)
+
+
+@pytest.mark.parametrize(
+    "days, ok",
+    [(31, True), (31 + 1 / 86400, False), (30.5, True), (-1, False)],
+)
+def test_export_date_range_is_31_days_at_most(stream, days, ok):
+    _state, client, token = stream
+    start = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    body = create_export(client, token, window(start, days))
+    if ok:
+        assert body["result"][0]["status"] == "Created"
+    else:
+        assert error_code(body) == "1003"
+
+
+@pytest.mark.parametrize(
+    "export_filter, code",
+    [
+        ({"updatedAt": {"startAt": "2026-01-01T00:00:00Z", "endAt": "2026-01-02T00:00:00Z"}}, "1035"),
+        ({"smartListId": 1001}, "1035"),
+        ({"staticListName": "Sales"}, "1035"),
+        ({}, "1003"),
+        (None, "1003"),
+        ({"createdAt": {"startAt": "2026-01-01T00:00:00Z", "endAt": "2026-01-02T00:00:00Z"},
+          "updatedAt": {"startAt": "2026-01-01T00:00:00Z", "endAt": "2026-01-02T00:00:00Z"}}, "1003"),
+        ({"modifiedSince": "2026-01-01"}, "1003"),
+        ({"createdAt": {"startAt": "2026-01-01T00:00:00Z"}}, "1003"),
+        ({"createdAt": {"startAt": "soon", "endAt": "later"}}, "1003"),
+    ],
+)
+def test_export_filter_rules(stream, export_filter, code):
+    state, client, token = stream
+    body = create_export(client, token, export_filter)
+    assert error_code(body) == code
+    if code == "1035":
+        assert body["errors"][0]["message"] == "Unsupported filter type for target subscription"
+    assert state.exports() == []
+
+
+def test_updated_at_filter_when_the_subscription_has_it(clock, wall):
+    state = SimulatorState(clock=clock, wall_clock=wall, export_filters_supported=("createdAt", "updatedAt"))
+    client = create_simulator_app(state).test_client()
+    token = get_token(client)
+    state.add_lead("old@x.com", created_at=WALL_START - timedelta(days=90))
+    touched = state.add_lead("touched@x.com", created_at=WALL_START - timedelta(days=90))
+    state.unsubscribe("touched@x.com")  # updatedAt = now
+    export_id = export_job(client, token, {"updatedAt": window(WALL_START - timedelta(days=1))["createdAt"]})
+    poll_until_done(client, token, export_id)
+    assert export_file(client, token, export_id).data.decode().splitlines()[1:] == [f"{touched},touched@x.com,true"]
+
+
+@pytest.mark.parametrize(
+    "body, code",
+    [
+        ({"format": "CSV"}, "1003"),  # no fields
+        ({"fields": []}, "1003"),
+        ({"fields": ["id", ""]}, "1003"),
+        ({"fields": ["id"], "format": "XLS"}, "1003"),
+        ({"fields": ["id"], "columnHeaderNames": ["Id"]}, "1003"),
+    ],
+)
+def test_export_create_invalid_bodies(stream, body, code):
+    _state, client, token = stream
+    body = {"filter": window(WALL_START), **body}
+    resp = client.post(f"{EXPORT}/create.json", json=body, headers=auth(token))
+    assert error_code(resp.get_json()) == code
+
+
+def test_export_create_needs_a_json_body(stream):
+    _state, client, token = stream
+    resp = client.post(f"{EXPORT}/create.json", data="fields=id", headers=auth(token),
+                       content_type="application/x-www-form-urlencoded")
+    assert error_code(resp.get_json()) == "612"
+    resp = client.post(f"{EXPORT}/create.json", data="{not json", headers=auth(token),
+                       content_type="application/json")
+    assert error_code(resp.get_json()) == "609"
+
+
+def test_export_column_header_names(stream):
+    state, client, token = stream
+    state.add_lead("a@x.com")
+    export_id = export_job(client, token, window(WALL_START - timedelta(days=1)),
+                           columnHeaderNames={"email": "Email Address"})
+    poll_until_done(client, token, export_id)
+    assert export_file(client, token, export_id).data.decode().splitlines()[0] == "id,Email Address,unsubscribed"
+
+
+def test_export_queue_holds_10_and_runs_2_at_a_time(stream):
+    state, client, token = stream
+    ids = [create_export(client, token, window(WALL_START))["result"][0]["exportId"] for _ in range(11)]
+    for export_id in ids[:10]:
+        assert export_call(client, token, export_id, "enqueue")["result"][0]["status"] == "Queued"
+    body = export_call(client, token, ids[10], "enqueue")
+    assert error_code(body) == "1029"
+    assert error_code(export_call(client, token, ids[0], "enqueue")) == "1029"  # already queued
+
+    export_call(client, token, ids[0], "status")  # one step: the two oldest start
+    assert state.stats()["export_jobs"] == {"Processing": 2, "Queued": 8, "Created": 1}
+    assert [job["status"] for job in state.exports()[:3]] == ["Processing", "Processing", "Queued"]
+    assert error_code(export_call(client, token, ids[10], "enqueue")) == "1029"  # processing jobs count too
+
+    export_call(client, token, ids[2], "cancel")
+    assert export_call(client, token, ids[10], "enqueue")["result"][0]["status"] == "Queued"
+    export_call(client, token, ids[0], "status")  # the two finish
+    assert [job["status"] for job in state.exports()[:5]] == [
+        "Completed", "Completed", "Canceled", "Queued", "Queued"]
+    export_call(client, token, ids[0], "status")  # the next two start, oldest first
+    assert [job["status"] for job in state.exports()[:6]] == [
+        "Completed", "Completed", "Canceled", "Processing", "Processing", "Queued"]
+
+
+def test_failed_export(stream):
+    state, client, token = stream
+    state.add_lead("a@x.com")
+    state.fail_next_export()
+    failed = export_job(client, token, window(WALL_START - timedelta(days=1)))
+    assert poll_until_done(client, token, failed) == ["Processing", "Failed"]
+    status = export_call(client, token, failed, "status")["result"][0]
+    assert status["status"] == "Failed" and status["errorMsg"] and "fileSize" not in status
+    assert export_file(client, token, failed).status_code == 404
+    retry = export_job(client, token, window(WALL_START - timedelta(days=1)))
+    assert poll_until_done(client, token, retry)[-1] == "Completed"
+    with pytest.raises(ValueError):
+        state.fail_next_export(0)
+
+
+# ------------------------------------------------- shared rules, control API
+@pytest.mark.parametrize(
+    "method, path",
+    [
+        ("get", "/rest/v1/activities/types.json"),
+        ("get", "/rest/v1/activities/pagingtoken.json?sinceDatetime=2026-01-01"),
+        ("get", "/rest/v1/activities.json?nextPageToken=x&activityTypeIds=9"),
+        ("get", "/rest/v1/activities/leadchanges.json?nextPageToken=x&fields=unsubscribed"),
+        ("post", f"{EXPORT}/create.json"),
+        ("post", f"{EXPORT}/abc/enqueue.json"),
+        ("get", f"{EXPORT}/abc/status.json"),
+        ("get", f"{EXPORT}/abc/file.json"),
+        ("post", f"{EXPORT}/abc/cancel.json"),
+    ],
+)
+def test_new_endpoints_share_auth_faults_and_limits(client, state, method, path):
+    call = getattr(client, method)
+    assert error_code(call(path).get_json()) == "600"
+    assert error_code(call(path, headers=auth("nope:ab")).get_json()) == "601"
+    state.inject_fault("611", count=1)
+    assert error_code(call(path, headers=auth(get_token(client))).get_json()) == "611"
+    stats = state.stats()
+    assert stats["rest_calls"] == 3 and stats["quota_used"] == 3
+    assert stats["errors"] == {"600": 1, "601": 1, "611": 1}
+
+
+def test_unknown_bulk_path_is_610(client, state):
+    resp = client.get("/bulk/v1/activities/export/x/status.json", headers=auth(get_token(client)))
+    assert error_code(resp.get_json()) == "610"
+
+
+def test_activity_and_export_control_api_over_http(sim):
+    base = sim.base_url
+    created = (WALL_START - timedelta(days=3)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    resp = requests.post(f"{base}/_sim/leads", json={"leads": [
+        {"email": "a@x.com", "createdAt": created}, {"email": "A@x.com"}]}, timeout=10)
+    a, b = resp.json()["ids"]
+    assert requests.post(f"{base}/_sim/leads", json={"leads": [{"email": "c@x.com", "createdAt": "nope"}]},
+                         timeout=10).status_code == 400
+    token = requests.get(f"{base}/identity/oauth/token", params=CREDS, timeout=10).json()["access_token"]
+    since = datetime.now(timezone.utc) - timedelta(minutes=5)
+    start = requests.get(f"{base}/rest/v1/activities/pagingtoken.json",
+                         params={"sinceDatetime": since.strftime("%Y-%m-%dT%H:%M:%SZ")},
+                         headers=auth(token), timeout=10).json()["nextPageToken"]
+
+    resp = requests.post(f"{base}/_sim/unsubscribe", json={"email": "a@x.com", "reason": "Too many emails"},
+                         timeout=10)
+    assert resp.json()["changed"] == 2
+    resp = requests.post(f"{base}/_sim/change-email", json={"leadId": b, "email": "b@x.com"}, timeout=10)
+    assert resp.json()["changed"] is True
+    assert requests.post(f"{base}/_sim/change-email", json={"leadId": 999, "email": "z@x.com"},
+                         timeout=10).status_code == 400
+    assert requests.post(f"{base}/_sim/resubscribe", json={"email": "a@x.com"}, timeout=10).json()["changed"] == 1
+
+    log = requests.get(f"{base}/_sim/activities", timeout=10).json()["activities"]
+    assert kinds(log) == [(a, 12), (b, 12), (a, 9), (a, 13), (b, 9), (b, 13), (b, 13), (a, 13)]
+    assert log[0]["activityDate"] == created
+    assert kinds(requests.get(f"{base}/_sim/activities", params={"leadId": a}, timeout=10).json()["activities"]) \
+        == [(a, 12), (a, 9), (a, 13), (a, 13)]
+
+    # the padded token goes through requests' URL encoding
+    changes = requests.get(f"{base}/rest/v1/activities/leadchanges.json",
+                           params={"nextPageToken": start, "fields": "unsubscribed"},
+                           headers=auth(token), timeout=10).json()
+    assert [(c["leadId"], c["fields"][0]["newValue"]) for c in changes["result"] if c["fields"]] == [
+        (a, "true"), (b, "true"), (a, "false")]
+
+    assert requests.post(f"{base}/_sim/fail-next-export", json={"count": 1}, timeout=10).status_code == 201
+    export = {"fields": ["id", "email", "unsubscribed"], "filter": window(WALL_START - timedelta(days=20))}
+    session = requests.Session()
+    session.headers.update(auth(token))
+    def finished(export_id):
+        status = session.get(f"{base}{EXPORT}/{export_id}/status.json", timeout=10).json()["result"][0]
+        return status if status["status"] in ("Completed", "Failed") else None
+
+    for expected in ("Failed", "Completed"):
+        export_id = session.post(f"{base}{EXPORT}/create.json", json=export, timeout=10).json()["result"][0]["exportId"]
+        session.post(f"{base}{EXPORT}/{export_id}/enqueue.json", timeout=10)
+        status = wait_until(lambda: finished(export_id), message="the export to finish")
+        assert status["status"] == expected
+    full = session.get(f"{base}{EXPORT}/{export_id}/file.json", timeout=10)
+    assert full.headers["Content-Type"].startswith("text/csv")
+    assert full.text.splitlines() == ["id,email,unsubscribed", f"{a},a@x.com,false", f"{b},b@x.com,true"]
+    part = session.get(f"{base}{EXPORT}/{export_id}/file.json", headers={"Range": "bytes=3-"}, timeout=10)
+    assert part.status_code == 206 and part.content == full.content[3:]
+    assert [job["status"] for job in requests.get(f"{base}/_sim/exports", timeout=10).json()["exports"]] == [
+        "Failed", "Completed"]

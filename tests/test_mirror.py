@@ -1,0 +1,237 @@
+"""The local mirror of Marketo's unsubscribes: full load, change stream, freshness, budget, lease, resume."""
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from gateway.budget import CallBudget, quota_day
+from gateway.mirror import MirrorSync
+from gateway.store import utcnow
+from tests.conftest import ADMIN, CALLER
+
+NOW = datetime.now(timezone.utc)
+
+
+def wait_for(condition, timeout=30.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)  # polling a condition, bounded by the deadline
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def simulator_truth(state) -> set[str]:
+    return {lead["email"].lower() for lead in state.leads() if lead.get("unsubscribed")}
+
+
+@pytest.fixture
+def crowd(simulator):
+    """Leads spread over 100 days, some unsubscribed, one address on two leads."""
+    state = simulator.state
+    for i in range(60):
+        state.add_lead(f"person{i}@example.com", unsubscribed=(i % 3 == 0), created_at=NOW - timedelta(days=100 - i))
+    state.add_lead("Shared@Example.com", unsubscribed=False, created_at=NOW - timedelta(days=90))
+    state.add_lead("shared@example.com", unsubscribed=True, created_at=NOW - timedelta(days=5))
+    return state
+
+
+@pytest.fixture
+def gate_app(make_gate, simulator):
+    return make_gate(simulator, enabled=True, mirror_load_from=NOW - timedelta(days=101), export_poll_seconds=0.01)
+
+
+def syncer(app, owner="worker-test", **overrides):
+    gate = app.extensions["gate"]
+    options = dict(load_from=gate.config.mirror_load_from, export_poll_seconds=gate.config.export_poll_seconds,
+                   lease_seconds=30, owner=owner)
+    options.update(overrides)
+    return MirrorSync(gate.store, gate.marketo, **options)
+
+
+def check(client, address):
+    response = client.post("/v1/hooks/email-client", json={"client": "outlook", "to": [address]}, headers=CALLER)
+    assert response.status_code == 200
+    answer = response.get_json()
+    return answer["decision"], answer["recipients"][0]["checked_via"]
+
+
+def test_full_load_mirrors_every_unsubscribed_address_across_31_day_windows(gate_app, crowd, store):
+    report = syncer(gate_app).run_once()
+    assert report.ran and report.error is None
+    assert report.loaded_windows == 4  # 101 days in windows of at most 31
+    assert store.mirror_emails() == simulator_truth(crowd) | {"shared@example.com"}
+    assert store.sync_status().load_status == "complete"
+    assert crowd.stats()["calls"]["export_create"] == 4
+
+
+def test_checks_are_answered_from_a_fresh_mirror_with_no_marketo_call(gate_app, crowd, store):
+    syncer(gate_app).run_once()
+    client = gate_app.test_client()
+    calls = crowd.stats()["rest_calls"]
+    for i in range(50):
+        decision, via = check(client, f"PERSON{i}@example.com")
+        assert via == "mirror"
+        assert decision == ("deny" if i % 3 == 0 else "allow")
+    assert check(client, "shared@example.com") == ("deny", "mirror")
+    assert crowd.stats()["rest_calls"] == calls
+
+
+def test_a_stale_mirror_falls_back_to_live_lookups(gate_app, crowd, store):
+    sync = syncer(gate_app)
+    sync.run_once()
+    store.acquire_sync_lease("someone-else", 60)
+    store.update_sync_state("someone-else", last_success_at=utcnow() - timedelta(minutes=11))
+    assert check(gate_app.test_client(), "person3@example.com") == ("deny", "live")
+
+
+def test_unsubscribe_blocks_after_one_sync_and_resubscribe_allows_again(gate_app, crowd, store):
+    sync = syncer(gate_app)
+    sync.run_once()
+    client = gate_app.test_client()
+    assert check(client, "person1@example.com") == ("allow", "mirror")
+
+    crowd.unsubscribe("person1@example.com")
+    sync.run_once()
+    assert check(client, "person1@example.com") == ("deny", "mirror")
+
+    crowd.resubscribe("person1@example.com")
+    report = sync.run_once()
+    assert report.subscribed >= 1
+    assert check(client, "person1@example.com") == ("allow", "mirror")
+    assert store.mirror_emails() == simulator_truth(crowd) | {"shared@example.com"} - {"person1@example.com"}
+
+
+def test_a_lead_created_unsubscribed_after_the_load_is_picked_up(gate_app, crowd, store):
+    sync = syncer(gate_app)
+    sync.run_once()
+    crowd.add_lead("latecomer@example.com", unsubscribed=True)
+    sync.run_once()
+    assert "latecomer@example.com" in store.mirror_emails()
+
+
+def test_two_workers_never_sync_at_once(gate_app, crowd, store):
+    first, second = syncer(gate_app, owner="worker-a"), syncer(gate_app, owner="worker-b")
+    crowd.inject_fault(latency=2.0, count=1)  # holds worker-a inside its first Marketo call
+    reports = {}
+    thread = threading.Thread(target=lambda: reports.setdefault("a", first.run_once()))
+    thread.start()
+    wait_for(lambda: store.sync_status().lease_owner == "worker-a", what="worker-a to take the lease")
+    assert second.run_once().ran is False
+    thread.join(timeout=30)
+    assert reports["a"].ran
+    assert second.run_once().ran is True
+
+
+def test_daily_budget_is_never_exceeded_and_shows_on_the_status(make_gate, simulator, store):
+    app = make_gate(simulator, enabled=True, marketo_daily_budget=5)
+    client = app.test_client()
+    answers = [check(client, f"new{i}@example.com") for i in range(8)]
+    assert [via for _, via in answers] == ["live"] * 5 + ["policy"] * 3
+    assert simulator.state.stats()["rest_calls"] == 5
+    counts = store.call_counts(quota_day(utcnow()))
+    assert (counts.used, counts.lookup) == (5, 5)
+    status = client.get("/v1/admin/status", headers=ADMIN).get_json()
+    assert status["budget"] == {"daily": 5, "sync_limit": 4, "remaining": 0, "exhausted": True}
+    assert status["marketo_calls_today"]["lookup"] == 5 and status["marketo_calls_today"]["token"] >= 1
+
+
+def test_budget_counts_stay_exact_under_concurrent_processes(store):
+    budgets = [CallBudget(store, daily_limit=40) for _ in range(4)]
+    granted = []
+
+    def spend(budget):
+        for _ in range(20):
+            try:
+                budget("lookup")
+                granted.append(1)
+            except Exception:
+                pass
+
+    threads = [threading.Thread(target=spend, args=(b,)) for b in budgets]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(granted) == 40
+    assert store.call_counts(quota_day(utcnow())).used == 40
+
+
+def test_sync_is_paced_so_its_share_of_the_budget_lasts_the_day(store):
+    budget = CallBudget(store, daily_limit=2_500)
+    pause = budget.sync_pause(interval=30, calls_per_sync=1)
+    assert pause >= 30
+    # 2,000 sync calls spread over the rest of the day: never more often than that allows
+    assert pause * 2_000 >= budget_seconds_left() * 0.99
+
+
+def budget_seconds_left():
+    from gateway.budget import seconds_until_reset
+    return seconds_until_reset(utcnow())
+
+
+def test_status_shows_mirror_size_last_sync_and_lag(gate_app, crowd):
+    client = gate_app.test_client()
+    before = client.get("/v1/admin/status", headers=ADMIN).get_json()["mirror"]
+    assert before["mode"] == "live" and before["load_status"] == "not_started"
+    syncer(gate_app).run_once()
+    after = client.get("/v1/admin/status", headers=ADMIN).get_json()
+    assert after["mirror"]["mode"] == "mirror" and after["mirror"]["fresh"] is True
+    assert after["mirror"]["size"] == len(simulator_truth(crowd))
+    assert after["mirror"]["lag_seconds"] < 60
+    assert after["marketo_calls_today"]["sync"] > 0
+
+
+def test_a_failed_export_is_started_again_on_the_next_run(gate_app, crowd, store):
+    crowd.fail_next_export()
+    first = syncer(gate_app).run_once()
+    assert first.error and store.sync_status().load_status == "loading"
+    second = syncer(gate_app).run_once()
+    assert second.error is None and store.sync_status().load_status == "complete"
+    assert store.mirror_emails() == simulator_truth(crowd)
+
+
+def test_worker_killed_mid_load_resumes_and_ends_equal_to_marketo(engine, store, simulator, crowd):
+    """Two real `gateway worker` processes; the first is killed with SIGKILL in the middle of the load."""
+    crowd.export_polls_to_complete = 4
+    env = {
+        **os.environ,
+        "DATABASE_URL": engine.url.render_as_string(hide_password=False),
+        "SECRET_KEY": "test",
+        "MARKETO_BASE_URL": simulator.base_url,
+        "MARKETO_CLIENT_ID": crowd.client_id,
+        "MARKETO_CLIENT_SECRET": crowd.client_secret,
+        "GATEWAY_MIRROR_LOAD_FROM": (NOW - timedelta(days=101)).isoformat(),
+        "GATEWAY_EXPORT_POLL_SECONDS": "0.2",
+        "GATEWAY_SYNC_INTERVAL": "0.5",
+        "GATEWAY_SYNC_LEASE_SECONDS": "2",
+        "GATEWAY_MARKETO_DAILY_BUDGET": "50000",
+    }
+    first = subprocess.Popen([sys.executable, "-m", "gateway.cli", "worker"], env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: (s := store.sync_status()).load_window_start and s.load_window_start > NOW - timedelta(days=60)
+                 and s.load_status == "loading", what="the first worker to load two windows")
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=10)
+    assert store.sync_status().load_status == "loading"
+    crowd.unsubscribe("person2@example.com")  # a change while nobody syncs
+
+    second = subprocess.Popen([sys.executable, "-m", "gateway.cli", "worker"], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        truth = simulator_truth(crowd)
+        wait_for(lambda: store.sync_status().load_status == "complete" and store.mirror_emails() == truth,
+                 timeout=60, what="the second worker to finish the load and match Marketo")
+    finally:
+        second.send_signal(signal.SIGTERM)
+        second.wait(timeout=15)
+    # Resumed, not restarted: at most one window was exported twice.
+    assert crowd.stats()["calls"]["export_create"] <= 5
