@@ -96,6 +96,7 @@ def patch_settings():
         if not connected:
             raise ApiError(409, "marketo_not_connected", f"The check stays off: {message}")
     settings = _gate().store.update_settings(changes, updated_by=g.principal.name)
+    _gate().checks.forget_context()
     return jsonify(settings_answer(settings))
 
 

@@ -49,13 +49,31 @@ class CheckService:
         self.marketo = marketo  # a MarketoClient, or None when Marketo is not configured
         self.cache = cache
         self.config = config
+        self._context: tuple[float, Settings, SyncStatus] | None = None
+
+    def context(self) -> tuple[Settings, SyncStatus]:
+        """The settings and sync state, re-read at most every GATEWAY_SETTINGS_CACHE_SECONDS in a process.
+
+        Reading them is half the cost of a check; a switch flipped in another process is seen that
+        much later, a switch flipped through this process at once (see `forget_context`).
+        """
+        now = time.monotonic()
+        cached = self._context
+        if cached is not None and now - cached[0] < self.config.settings_cache_seconds:
+            return cached[1], cached[2]
+        settings, sync = self.store.settings_and_sync()
+        self._context = (now, settings, sync)
+        return settings, sync
+
+    def forget_context(self) -> None:
+        self._context = None
 
     def failure_mode(self, settings: Settings) -> str:
         return settings.failure_mode or self.config.failure_mode
 
     def run(self, request: CheckRequest, started: float | None = None) -> CheckOutcome:
         started = time.monotonic() if started is None else started
-        settings, sync = self.store.settings_and_sync()
+        settings, sync = self.context()
         deadline = started + self.config.check_timeout - ANSWER_MARGIN
         verdicts = self.resolve(request.addresses(), settings, sync, deadline)
         results = decide(request, verdicts)

@@ -38,6 +38,7 @@ class GateConfig:
     marketo_max_concurrency: int = 4
     cache_ttl: float = 60.0
     cache_max_entries: int = 100_000
+    settings_cache_seconds: float = 1.0
     max_content_length: int = 1024 * 1024
     max_recipients: int = 10_000
     api_keys: tuple[ApiKeySpec, ...] = field(default_factory=tuple)
@@ -75,7 +76,7 @@ def parse_api_keys(raw: str) -> tuple[ApiKeySpec, ...]:
     return tuple(specs)
 
 
-def _number(env, name, default, kind=float):
+def _number(env, name, default, kind=float, allow_zero=False):
     raw = env.get(name)
     if raw in (None, ""):
         return default
@@ -83,7 +84,7 @@ def _number(env, name, default, kind=float):
         value = kind(raw)
     except ValueError:
         raise ConfigError(f"{name} must be a number, got {raw!r}") from None
-    if value <= 0:
+    if value < 0 or (value == 0 and not allow_zero):
         raise ConfigError(f"{name} must be positive")
     return value
 
@@ -133,6 +134,7 @@ def load_config(env=None) -> GateConfig:
         marketo_request_timeout=_number(env, "MARKETO_REQUEST_TIMEOUT", 2.0),
         marketo_max_concurrency=_number(env, "MARKETO_MAX_CONCURRENCY", 4, int),
         cache_ttl=_number(env, "GATEWAY_CACHE_TTL", 60.0),
+        settings_cache_seconds=_number(env, "GATEWAY_SETTINGS_CACHE_SECONDS", 1.0, allow_zero=True),
         max_content_length=_number(env, "GATEWAY_MAX_BODY_BYTES", 1024 * 1024, int),
         max_recipients=_number(env, "GATEWAY_MAX_RECIPIENTS", 10_000, int),
         api_keys=parse_api_keys(env.get("GATEWAY_API_KEYS", "")),

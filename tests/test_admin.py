@@ -96,3 +96,15 @@ def test_csv_export_neutralizes_spreadsheet_formulas(client):
     client.post("/v1/checks", json=body, headers=CALLER)
     rows = list(csv.DictReader(io.StringIO(client.get("/v1/admin/blocked-sends?format=csv", headers=ADMIN).get_data(as_text=True))))
     assert rows[0]["message_id"].startswith("'=") and rows[0]["recipient"] == "'@SUM(1)"
+
+
+def test_switch_flipped_through_this_process_is_seen_at_once_despite_the_settings_cache(make_gate, simulator, store):
+    client = make_gate(simulator, enabled=True, settings_cache_seconds=60).test_client()
+    body = {"client": "outlook", "to": ["someone@example.com"]}
+    assert client.post("/v1/hooks/email-client", json=body, headers=CALLER).get_json()["enabled"] is True
+    # Another process turning the check off is seen once the cache expires, not before ...
+    store.update_settings({"marketo_check_enabled": False}, updated_by="elsewhere")
+    assert client.post("/v1/hooks/email-client", json=body, headers=CALLER).get_json()["enabled"] is True
+    # ... while an admin's change through this process applies to the very next check.
+    assert client.patch("/v1/admin/settings", json={"marketo_check_enabled": False}, headers=ADMIN).status_code == 200
+    assert client.post("/v1/hooks/email-client", json=body, headers=CALLER).get_json()["enabled"] is False
