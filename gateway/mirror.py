@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from gateway.marketo import MarketoError, MarketoUnavailable
+from gateway.marketo.client import is_marketo_true
 from gateway.store import LeaseLost, Store, SyncStatus, utcnow
 
 log = logging.getLogger(__name__)
@@ -125,7 +126,7 @@ class MirrorSync:
             export_id = export_id or self._start_export(window_start, window_end)
             rows = self._finished_export_rows(export_id)
             unsubscribed = [
-                email for row in rows if _is_true(row.get("unsubscribed")) and (email := marketo_email(row.get("email")))
+                email for row in rows if is_marketo_true(row.get("unsubscribed")) and (email := marketo_email(row.get("email")))
             ]
             self.store.apply_mirror_changes(
                 self.owner, unsubscribed=unsubscribed, state={"load_window_start": window_end, "load_export_id": None}
@@ -194,8 +195,4 @@ class MirrorSync:
 
     def _lease_end(self) -> datetime:
         return utcnow() + timedelta(seconds=self.lease_seconds)
-
-
-def _is_true(value: object) -> bool:
-    return value is True or (isinstance(value, str) and value.strip().lower() == "true")
 

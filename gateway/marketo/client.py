@@ -726,11 +726,12 @@ def _unsubscribed_flags(emails: list[str], leads: list[dict]) -> dict[str, bool]
         email = lead.get("email")
         if isinstance(email, str):
             key = email.strip().lower()
-            flags[key] = flags.get(key, False) or _is_true(lead.get("unsubscribed"))
+            flags[key] = flags.get(key, False) or is_marketo_true(lead.get("unsubscribed"))
     return {email: flags[email] for email in emails if email in flags}
 
 
-def _is_true(value: object) -> bool:
+def is_marketo_true(value: object) -> bool:
+    """Marketo writes booleans as JSON true in REST answers and as "true" in bulk export CSV."""
     return value is True or (isinstance(value, str) and value.strip().lower() == "true")
 
 
