@@ -2,6 +2,7 @@
 
     gateway migrate                     bring the database schema up to date (Procfile `release:`)
     gateway keys create NAME --role R   make a key, print it once, keep only its hash
+        [--source S ...] [--require-signature]   limit it to sources; require signed callouts
     gateway keys list | revoke NAME
     gateway worker                      keep the mirror of Marketo's unsubscribes in sync (Procfile `worker:`)
     gateway demo                        the gate and a seeded Marketo simulator on this machine
@@ -22,6 +23,7 @@ import click
 import requests
 
 from gateway.config import database_url
+from gateway.decisions import SOURCES
 from gateway.store import Store
 from gateway.store.db import make_engine, upgrade
 
@@ -50,12 +52,25 @@ def keys() -> None:
 @keys.command("create", help="Create a key. It is printed once; the gate stores only its hash.")
 @click.argument("name")
 @click.option("--role", type=click.Choice(["caller", "admin"]), default="caller", show_default=True)
-def create_key(name: str, role: str) -> None:
+@click.option("--source", "sources", multiple=True, type=click.Choice(SOURCES),
+              help="Limit a caller key to this source (repeat for several): salesforce may call only "
+                   "/v1/hooks/salesforce, outlook and gmail only /v1/hooks/email-client with that client, "
+                   "web only /v1/checks with that source. Without it: any.")
+@click.option("--require-signature", is_flag=True,
+              help="Require every callout with this key to be signed (Standard Webhooks); prints a signing "
+                   "secret once.")
+def create_key(name: str, role: str, sources: tuple[str, ...], require_signature: bool) -> None:
+    if role == "admin" and (sources or require_signature):
+        raise click.UsageError("--source and --require-signature are for caller keys")
     store = _store()
     if any(key.name == name for key in store.keys()):
         raise click.ClickException(f"a key named {name!r} exists already")
-    key = store.create_key(name, role)
-    click.echo(f"{role} key {name!r} created. It is shown only now:\n{key}")
+    new = store.create_key(name, role, sources=sources, require_signature=require_signature)
+    limited = f", limited to {', '.join(dict.fromkeys(sources))}" if sources else ""
+    click.echo(f"{role} key {name!r} created{limited}. It is shown only now:\n{new.key}")
+    if new.signing_secret:
+        click.echo(f"Signing secret (also shown only now; every request must be signed with it):\n"
+                   f"{new.signing_secret}")
 
 
 @keys.command("list", help="List keys (never the keys themselves).")
@@ -63,7 +78,9 @@ def list_keys() -> None:
     for key in _store().keys():
         state = f"revoked {key.revoked_at:%Y-%m-%d %H:%M}" if key.revoked_at else "active"
         used = f"{key.last_used_at:%Y-%m-%d %H:%M}" if key.last_used_at else "never"
-        click.echo(f"{key.name}\t{key.role}\t{state}\tlast used {used}")
+        sources = f"sources {','.join(key.sources)}" if key.sources else "any source"
+        signed = "signed" if key.require_signature else "unsigned"
+        click.echo(f"{key.name}\t{key.role}\t{state}\t{sources}\t{signed}\tlast used {used}")
 
 
 @keys.command("revoke", help="Revoke a key at once.")

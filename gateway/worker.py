@@ -4,10 +4,12 @@ from __future__ import annotations
 import logging
 import threading
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from gateway import Gate
 from gateway.budget import quota_day
 from gateway.mirror import MirrorSync
-from gateway.store import utcnow
+from gateway.store import DELIVERY_RETENTION, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -39,5 +41,17 @@ def run_worker(gate: Gate, stop: threading.Event, owner: str | None = None) -> N
         if report.ran and not report.error:
             log.info("mirror synced: %d windows loaded, %d change pages, +%d unsubscribed, -%d re-subscribed",
                      report.loaded_windows, report.change_pages, report.unsubscribed, report.subscribed)
+        prune_deliveries(gate)
         stop.wait(gate.budget.sync_pause(gate.config.sync_interval, spent))
     log.info("mirror worker %s stopped", sync.owner)
+
+
+def prune_deliveries(gate: Gate) -> None:
+    """Drop signed callouts' kept answers older than DELIVERY_RETENTION; a failure waits for the next round."""
+    try:
+        dropped = gate.store.prune_deliveries(utcnow() - DELIVERY_RETENTION)
+    except SQLAlchemyError as error:
+        log.warning("could not prune webhook deliveries: %s", type(error).__name__)
+        return
+    if dropped:
+        log.info("pruned %d webhook deliveries older than %s", dropped, DELIVERY_RETENTION)

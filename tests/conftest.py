@@ -64,6 +64,7 @@ def store(engine):
     store.reset_sync_state()
     with engine.begin() as connection:
         connection.execute(text("DELETE FROM blocked_sends"))
+        connection.execute(text("DELETE FROM webhook_deliveries"))
         connection.execute(text("DELETE FROM api_keys"))
         connection.execute(text("DELETE FROM marketo_calls"))
         connection.execute(
@@ -90,6 +91,7 @@ def gate_config(engine, **overrides) -> GateConfig:
         secret_key="test-secret",
         api_keys=(ApiKeySpec("test-caller", "caller", CALLER_KEY), ApiKeySpec("test-admin", "admin", ADMIN_KEY)),
         check_timeout=3.0,
+        settings_cache_seconds=0,  # tests flip settings straight in the database
     )
     return replace(config, **overrides)
 

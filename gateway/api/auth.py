@@ -1,15 +1,23 @@
-"""Who is calling: `Authorization: Bearer <key>`, from GATEWAY_API_KEYS or a key made by the CLI."""
+"""Who is calling: `Authorization: Bearer <key>`, from GATEWAY_API_KEYS or a key made by the CLI.
+
+A stored key may be limited to some sources, and may require every request to be signed (see signatures.py).
+"""
 from __future__ import annotations
 
 import hmac
-from dataclasses import dataclass
+import logging
+from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import wraps
 
 from flask import current_app, g, request
+from sqlalchemy.exc import SQLAlchemyError
 
 from gateway.api.errors import ApiError
+from gateway.api.signatures import deliver_once, verify_signature
 from gateway.store import hash_key, utcnow
+
+log = logging.getLogger(__name__)
 
 ROLES_ALLOWED = {"caller": ("caller", "admin"), "admin": ("admin",)}
 LAST_USED_RESOLUTION = timedelta(minutes=1)  # don't write on every request just to say "used now"
@@ -19,6 +27,11 @@ LAST_USED_RESOLUTION = timedelta(minutes=1)  # don't write on every request just
 class Principal:
     name: str
     role: str
+    key_id: int | None = None  # stored keys only
+    sources: tuple[str, ...] | None = None  # None: any source (always so for GATEWAY_API_KEYS)
+    require_signature: bool = False
+    signing_secret: str | None = field(default=None, repr=False)
+    touch_due: bool = field(default=False, compare=False)  # last_used_at is older than LAST_USED_RESOLUTION
 
 
 def bearer_key() -> str | None:
@@ -41,12 +54,40 @@ def authenticate(key: str) -> Principal | None:
     stored = gate.store.key_by_hash(hash_key(key))
     if stored is None:
         return None
-    if stored.last_used_at is None or utcnow() - stored.last_used_at > LAST_USED_RESOLUTION:
-        gate.store.touch_key(stored.id)
-    return Principal(stored.name, stored.role)
+    return Principal(
+        stored.name, stored.role, key_id=stored.id, sources=stored.sources,
+        require_signature=stored.require_signature, signing_secret=stored.signing_secret,
+        touch_due=stored.last_used_at is None or utcnow() - stored.last_used_at > LAST_USED_RESOLUTION,
+    )
 
 
-def require(role: str):
+def authorize_source(source: str) -> None:
+    """After the body is read: a key limited to some sources may check only for those, each at its endpoint."""
+    principal: Principal = g.principal
+    if principal.sources is None:
+        return
+    if source not in principal.sources or source not in (g.get("endpoint_sources") or ()):
+        raise ApiError(403, "forbidden", f"This key may not check sends from {source!r} here; it is limited to "
+                                         f"{', '.join(principal.sources)}.")
+
+
+def _touch(principal: Principal) -> None:
+    """Record the key's use once it was let in and answered; a failure here must not fail the answer."""
+    if principal.key_id is None or not principal.touch_due:
+        return
+    try:
+        current_app.extensions["gate"].store.touch_key(principal.key_id)
+    except SQLAlchemyError:
+        log.warning("could not record the last use of key %r", principal.name)
+
+
+def require(role: str, *, sources: tuple[str, ...] | None = None):
+    """`sources`: on a callout endpoint, the sources it serves (the contract's table of callers).
+
+    On such endpoints a key that requires signatures is verified on the raw body, and each webhook-id
+    is answered once (signatures.deliver_once).
+    """
+
     def decorator(view):
         @wraps(view)
         def wrapped(*args, **kwargs):
@@ -61,8 +102,18 @@ def require(role: str):
             if principal.role not in ROLES_ALLOWED[role]:
                 raise ApiError(403, "forbidden", "Administrator permission required." if role == "admin"
                                else "This key may not call this endpoint.")
+            if principal.sources is not None and not set(principal.sources) & set(sources or ()):
+                raise ApiError(403, "forbidden", f"This key may not call this endpoint; it is limited to "
+                                                 f"{', '.join(principal.sources)}.")
+            webhook_id = verify_signature(principal.signing_secret) if principal.require_signature else None
             g.principal = principal
-            return view(*args, **kwargs)
+            g.endpoint_sources = sources
+            if webhook_id is not None and sources is not None:
+                response = deliver_once(principal.key_id, webhook_id, lambda: view(*args, **kwargs))
+            else:
+                response = view(*args, **kwargs)
+            _touch(principal)
+            return response
 
         return wrapped
 

@@ -7,7 +7,7 @@ import time
 from flask import Blueprint, current_app, jsonify, request
 from marshmallow import Schema
 
-from gateway.api.auth import require
+from gateway.api.auth import authorize_source, require
 from gateway.api.errors import ApiError
 from gateway.checks import CheckOutcome
 from gateway.decisions import CheckRequest
@@ -36,6 +36,7 @@ def json_body():
 
 def load_check(schema: Schema) -> CheckRequest:
     check = schema.load(json_body())  # marshmallow's ValidationError becomes a 422 with its messages
+    authorize_source(check.source)  # a key limited to some sources: 403 before anything is checked or logged
     limit = current_app.extensions["gate"].config.max_recipients
     count = sum(len(message.recipients) for message in check.messages)
     if count > limit:
@@ -50,21 +51,21 @@ def run_check(schema: Schema) -> CheckOutcome:
 
 
 @bp.post("/v1/checks")
-@require("caller")
+@require("caller", sources=("web",))
 def generic_check():
     outcome = run_check(check_request_schema)
     return jsonify(answer_schema.dump(outcome))
 
 
 @bp.post("/v1/hooks/salesforce")
-@require("caller")
+@require("caller", sources=("salesforce",))
 def salesforce_callout():
     outcome = run_check(salesforce_schema)
     return jsonify(answer_schema.dump(outcome))
 
 
 @bp.post("/v1/hooks/email-client")
-@require("caller")
+@require("caller", sources=("outlook", "gmail"))
 def email_client_callout():
     outcome = run_check(email_client_schema)
     (result,) = outcome.results

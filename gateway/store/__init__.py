@@ -1,17 +1,28 @@
 """The gate's storage: settings, the blocked-send log and API keys, behind one small API."""
 from __future__ import annotations
 
+import base64
 import hashlib
 import secrets
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from gateway.store.models import ApiKey, BlockedSend, GateSettings, MarketoCalls, MirrorUnsubscribe, SyncState
+from gateway.decisions import SOURCES
+from gateway.store.models import (
+    ApiKey,
+    BlockedSend,
+    GateSettings,
+    MarketoCalls,
+    MirrorUnsubscribe,
+    SyncState,
+    WebhookDelivery,
+)
 
 SETTINGS_ID = 1
 SYNC_ID = 1
@@ -19,6 +30,9 @@ CALL_KINDS = ("token", "lookup", "sync")
 # Marketo's quota counts REST calls; the identity endpoint is free.
 QUOTA_KINDS = ("lookup", "sync")
 IN_CHUNK = 900  # bound parameters per IN (...) query, under SQLite's limit on every version
+# How long a signed callout's answer is kept for repeats of its webhook-id (a sender's retries re-sign with a
+# fresh timestamp, so the timestamp window does not bound them); the worker drops older ones.
+DELIVERY_RETENTION = timedelta(days=7)
 
 
 class LeaseLost(Exception):
@@ -94,6 +108,31 @@ class StoredKey:
     created_at: datetime
     revoked_at: datetime | None
     last_used_at: datetime | None
+    sources: tuple[str, ...] | None = None  # None: any source
+    require_signature: bool = False
+    signing_secret: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class NewKey:
+    """What `create_key` hands back once: the key, and the signing secret when the key requires signatures."""
+
+    key: str
+    signing_secret: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class DeliveryClaim:
+    """The outcome of claiming a signed callout's webhook-id.
+
+    state: `claimed` (run the check, then complete or release), `done` (answer `status`, `body` again),
+    `in_progress` (another request holds it), `mismatch` (the id was used for a different request).
+    """
+
+    id: int | None
+    state: str
+    status: int | None = None
+    body: str | None = None
 
 
 class Store:
@@ -275,12 +314,30 @@ class Store:
             before_id = rows[-1].id
 
     # API keys -------------------------------------------------------------
-    def create_key(self, name: str, role: str) -> str:
-        """Returns the new key; only its hash is stored, so this is the one time it can be seen."""
+    def create_key(self, name: str, role: str, *, sources: Sequence[str] | None = None,
+                   require_signature: bool = False) -> NewKey:
+        """Returns the new key; only its hash is stored, so this is the one time it can be seen.
+
+        With `require_signature` the key also gets a Standard Webhooks signing secret, `whsec_<base64>`.
+        The secret is stored as it is, not hashed (verifying an HMAC needs the secret itself) and not
+        derived from SECRET_KEY + name + creation time: a derived secret would tie every Salesforce org's
+        signatures to SECRET_KEY, so rotating SECRET_KEY (which signs admin sessions) would silently break
+        them all, and it would hang on a timestamp reading back identically from SQLite and PostgreSQL.
+        Storing it costs little: a copy of the database alone still cannot call the gate, because the
+        bearer key that must come with every signed request is kept only as its SHA-256.
+        """
+        sources = tuple(dict.fromkeys(sources or ()))
+        unknown = [source for source in sources if source not in SOURCES]
+        if unknown:
+            raise ValueError(f"unknown sources {unknown}; a key's sources are among {', '.join(SOURCES)}")
         key = "gk_" + secrets.token_urlsafe(32)
+        secret = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode() if require_signature else None
         with self.session.begin() as session:
-            session.add(ApiKey(name=name, role=role, key_hash=hash_key(key), created_at=utcnow()))
-        return key
+            session.add(ApiKey(
+                name=name, role=role, key_hash=hash_key(key), created_at=utcnow(),
+                sources=",".join(sources) or None, require_signature=require_signature, signing_secret=secret,
+            ))
+        return NewKey(key, secret)
 
     def key_by_hash(self, key_hash: str) -> StoredKey | None:
         with self.session() as session:
@@ -301,6 +358,63 @@ class Store:
     def keys(self) -> list[StoredKey]:
         with self.session() as session:
             return [_stored_key(row) for row in session.scalars(select(ApiKey).order_by(ApiKey.name))]
+
+    # deliveries of signed callouts -------------------------------------------
+    def claim_delivery(self, key_id: int, webhook_id: str, request_hash: str, *,
+                       stale_after: timedelta) -> DeliveryClaim:
+        """Claim a webhook-id for one key before its check runs; the unique (key_id, webhook_id) decides races.
+
+        The claim is its own committed transaction, so a concurrent delivery of the same id fails its insert
+        and finds the row in progress. A claim left in progress longer than `stale_after` (its process died)
+        may be taken over by one later delivery.
+        """
+        for _attempt in range(3):
+            now = utcnow()
+            try:
+                with self.session.begin() as session:
+                    row = WebhookDelivery(key_id=key_id, webhook_id=webhook_id, request_hash=request_hash,
+                                          created_at=now)
+                    session.add(row)
+                    session.flush()
+                    return DeliveryClaim(row.id, "claimed")
+            except IntegrityError:
+                pass  # the id is claimed already: see by whom and how far it got
+            with self.session.begin() as session:
+                row = session.scalar(select(WebhookDelivery).where(
+                    WebhookDelivery.key_id == key_id, WebhookDelivery.webhook_id == webhook_id))
+                if row is None:
+                    continue  # released between our insert and this read: claim it again
+                if row.request_hash != request_hash:
+                    return DeliveryClaim(row.id, "mismatch")
+                if row.status is not None:
+                    return DeliveryClaim(row.id, "done", row.status, row.response_body)
+                taken = session.execute(
+                    update(WebhookDelivery)
+                    .where(WebhookDelivery.id == row.id, WebhookDelivery.status.is_(None),
+                           WebhookDelivery.created_at < now - stale_after)
+                    .values(created_at=now)
+                    .execution_options(synchronize_session=False)  # SQLite's naive datetimes can't be evaluated here
+                ).rowcount
+                return DeliveryClaim(row.id, "claimed" if taken == 1 else "in_progress")
+        return DeliveryClaim(None, "in_progress")
+
+    def complete_delivery(self, delivery_id: int, status: int, body: str) -> None:
+        with self.session.begin() as session:
+            session.execute(
+                update(WebhookDelivery).where(WebhookDelivery.id == delivery_id)
+                .values(status=status, response_body=body, completed_at=utcnow())
+            )
+
+    def release_delivery(self, delivery_id: int) -> None:
+        """Forget a claim whose request was not answered with a 2xx: a retry of that id runs afresh."""
+        with self.session.begin() as session:
+            session.execute(
+                delete(WebhookDelivery).where(WebhookDelivery.id == delivery_id, WebhookDelivery.status.is_(None))
+            )
+
+    def prune_deliveries(self, older_than: datetime) -> int:
+        with self.session.begin() as session:
+            return session.execute(delete(WebhookDelivery).where(WebhookDelivery.created_at < older_than)).rowcount
 
 
 def _settings(row: GateSettings) -> Settings:
@@ -339,4 +453,7 @@ def _stored_key(row: ApiKey) -> StoredKey:
         created_at=as_utc(row.created_at),
         revoked_at=as_utc(row.revoked_at),
         last_used_at=as_utc(row.last_used_at),
+        sources=tuple(row.sources.split(",")) if row.sources else None,
+        require_signature=bool(row.require_signature),
+        signing_secret=row.signing_secret,
     )

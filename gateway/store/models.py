@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
-from sqlalchemy import BigInteger, Boolean, Date, DateTime, Integer, String, Text
+from sqlalchemy import BigInteger, Boolean, Date, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint, false
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 # SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL gets a 64-bit key.
@@ -60,6 +60,31 @@ class ApiKey(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # Comma-separated sources (`salesforce`, `outlook`, `gmail`, `web`) the key may call for; NULL: any.
+    sources: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    require_signature: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False, server_default=false())
+    # `whsec_<base64>`, kept as is: see Store.create_key for why it is stored rather than derived.
+    signing_secret: Mapped[str | None] = mapped_column(String(100), nullable=True)
+
+
+class WebhookDelivery(Base):
+    """One signed callout, by its `webhook-id`: claimed before the check runs, then holding the answer given.
+
+    `status` NULL means the check is still running. The unique (key_id, webhook_id) is what keeps two
+    concurrent deliveries of one id from both running the check.
+    """
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (UniqueConstraint("key_id", "webhook_id", name="uq_webhook_deliveries_key_webhook"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    key_id: Mapped[int] = mapped_column(Integer, ForeignKey("api_keys.id", ondelete="CASCADE"), nullable=False)
+    webhook_id: Mapped[str] = mapped_column(String(255), nullable=False)
+    request_hash: Mapped[str] = mapped_column(String(64), nullable=False)  # SHA-256 of path and body
+    status: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    response_body: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, index=True)
+    completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 class MirrorUnsubscribe(Base):
