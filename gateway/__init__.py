@@ -29,8 +29,10 @@ class Gate:
 def build_marketo_client(config: GateConfig, budget: CallBudget):
     if not config.marketo_configured:
         return None
+    from gateway.api.security import redact_secrets_in_logs
     from gateway.marketo.client import MarketoClient
 
+    redact_secrets_in_logs()  # the identity call's URL holds the client secret; urllib3 logs URLs at DEBUG
     return MarketoClient(
         config.marketo_base_url,
         config.marketo_client_id,
@@ -65,4 +67,8 @@ def create_app(config: GateConfig | None = None) -> Flask:
     app.register_blueprint(callouts.bp)
     app.register_blueprint(admin.bp)
     app.register_blueprint(health.bp)
+
+    from gateway.api import security
+
+    security.init_app(app, config)  # CORS, rate limits, secure headers, proxy headers
     return app

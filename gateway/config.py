@@ -9,8 +9,10 @@ import secrets
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from urllib.parse import urlsplit
 
 FAILURE_MODES = ("deny", "allow")
+DEFAULT_RATE_LIMIT = "600 per minute"
 
 
 class ConfigError(ValueError):
@@ -49,6 +51,12 @@ class GateConfig:
     mirror_load_from: datetime = datetime(2006, 1, 1, tzinfo=timezone.utc)
     export_poll_seconds: float = 60.0
     sync_lease_seconds: float = 120.0
+    # Who gets in (gateway/api/security.py)
+    cors_origins: tuple[str, ...] = ()  # exact origins of browser add-ins; none: no CORS headers at all
+    rate_limit: str | None = DEFAULT_RATE_LIMIT  # per caller key, shared by all endpoints; None: off
+    redis_url: str | None = None  # shared rate-limit counts; None: each process counts alone
+    rate_limit_key_prefix: str = "gate"  # Redis key prefix (tests use one of their own)
+    trust_proxy_hops: int = 0  # proxies whose X-Forwarded-For/-Proto are believed (Heroku's router: 1)
 
     @property
     def marketo_configured(self) -> bool:
@@ -111,6 +119,56 @@ def database_url(env=None) -> str:
     return normalize_database_url(env.get("DATABASE_URL") or default)
 
 
+def parse_cors_origins(raw: str) -> tuple[str, ...]:
+    """Exact origins (`https://addin.example.com`, `http://localhost:3000`): no wildcard, path or pattern."""
+    origins = []
+    for item in filter(None, (part.strip() for part in raw.split(","))):
+        origin = item[:-1] if item.endswith("/") else item
+        if not _is_origin(origin):
+            raise ConfigError(f"GATEWAY_CORS_ORIGINS entries must be exact origins such as "
+                              f"https://addin.example.com, got {item!r}")
+        origins.append(origin.lower())
+    return tuple(dict.fromkeys(origins))
+
+
+def _is_origin(value: str) -> bool:
+    parts = urlsplit(value)
+    try:
+        parts.port  # raises for a port that is not a number
+    except ValueError:
+        return False
+    return (parts.scheme in ("http", "https") and bool(parts.hostname) and "*" not in value and "@" not in parts.netloc
+            and not (parts.path or parts.query or parts.fragment))
+
+
+def parse_rate_limit(raw: str | None) -> str | None:
+    """Flask-Limiter's notation ("600 per minute", "10/second;600/minute"); "off" turns limits off."""
+    raw = (raw or "").strip()
+    if not raw:
+        return DEFAULT_RATE_LIMIT
+    if raw.lower() in ("off", "none"):
+        return None
+    from limits import parse_many
+
+    try:
+        parse_many(raw)
+    except ValueError:
+        raise ConfigError(f"GATEWAY_RATE_LIMIT must look like '600 per minute', got {raw!r}") from None
+    return raw
+
+
+def trust_proxy_hops(env) -> int:
+    """GATEWAY_TRUST_PROXY: a flag or a number of proxies; unset, 1 on a Heroku dyno (DYNO is set) and 0 elsewhere."""
+    raw = env.get("GATEWAY_TRUST_PROXY", "").strip().lower()
+    if not raw:
+        return 1 if env.get("DYNO") else 0
+    if raw in ("true", "yes", "on"):
+        return 1
+    if raw in ("false", "no", "off"):
+        return 0
+    return _number(env, "GATEWAY_TRUST_PROXY", 0, int, allow_zero=True)
+
+
 def load_config(env=None) -> GateConfig:
     env = os.environ if env is None else env
     demo = _flag(env, "GATEWAY_DEMO")
@@ -144,4 +202,8 @@ def load_config(env=None) -> GateConfig:
         mirror_load_from=_date(env, "GATEWAY_MIRROR_LOAD_FROM", datetime(2006, 1, 1, tzinfo=timezone.utc)),
         export_poll_seconds=_number(env, "GATEWAY_EXPORT_POLL_SECONDS", 60.0),
         sync_lease_seconds=_number(env, "GATEWAY_SYNC_LEASE_SECONDS", 120.0),
+        cors_origins=parse_cors_origins(env.get("GATEWAY_CORS_ORIGINS", "")),
+        rate_limit=parse_rate_limit(env.get("GATEWAY_RATE_LIMIT")),
+        redis_url=env.get("REDIS_URL") or None,
+        trust_proxy_hops=trust_proxy_hops(env),
     )

@@ -1,0 +1,194 @@
+"""Who gets in, and what every answer carries: CORS for browser add-ins, rate limits per caller, safe headers.
+
+`init_app(app, config)` wires it all into an app; create_app calls it once the blueprints are registered.
+
+- CORS (Flask-Cors): only the exact origins in GATEWAY_CORS_ORIGINS, only on the endpoints a browser add-in
+  or web page calls (`CORS_PATHS`), only POST with `Authorization` and `Content-Type`, never cookies. A
+  preflight (`OPTIONS`) is answered by Flask without running the view, so it needs no key and checks nothing.
+- Rate limits (Flask-Limiter): one budget per caller key across all endpoints (GATEWAY_RATE_LIMIT), counted
+  in Redis when REDIS_URL is set so every process shares it, in the process otherwise. Over it: `429`
+  `rate_limited` with `Retry-After`, before the view runs, so nothing is checked or written.
+- Headers: nosniff, no framing, no referrer, no caching, a locked-down CSP on everything but HTML pages
+  (which bring their own), HSTS on HTTPS. Behind a proxy (GATEWAY_TRUST_PROXY), werkzeug's ProxyFix makes
+  `X-Forwarded-For`/`-Proto` the client's address and scheme.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import re
+import time
+
+from flask import Flask, g, request
+from flask_cors import CORS
+from flask_limiter import Limiter, RequestLimit
+from flask_limiter.errors import RateLimitExceeded
+from sqlalchemy.exc import SQLAlchemyError
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from gateway.api.errors import error_response
+from gateway.config import GateConfig
+
+log = logging.getLogger(__name__)
+
+CORS_PATHS = ("/v1/checks", "/v1/hooks/email-client")  # browser callers only: not Salesforce, not admin
+CORS_ALLOW_HEADERS = ("Authorization", "Content-Type")
+CORS_EXPOSE_HEADERS = ("Retry-After",)  # so an add-in can read how long to wait after a 429
+CORS_MAX_AGE = 7200  # seconds a browser may reuse a preflight (Chromium's own cap)
+
+REDIS_TIMEOUT = 0.5  # seconds; a slow Redis must not eat the caller's deadline (then: counted in-process)
+API_CSP = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+PAGE_FALLBACK_CSP = "object-src 'none'; base-uri 'none'; frame-ancestors 'none'"  # an HTML page that set none
+HSTS = "max-age=31536000"
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+}
+
+
+def init_app(app: Flask, config: GateConfig) -> None:
+    if config.trust_proxy_hops:
+        hops = config.trust_proxy_hops
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)
+    if config.cors_origins:
+        init_cors(app, config.cors_origins)
+    if config.rate_limit:
+        init_rate_limits(app, config)
+    vary_paths = CORS_PATHS if config.cors_origins else ()
+    app.after_request(lambda response: secure_headers(response, vary_origin_on=vary_paths))
+
+
+# --- CORS ---------------------------------------------------------------------------------------------------
+
+
+def init_cors(app: Flask, origins: tuple[str, ...]) -> None:
+    # Compiled and anchored, so an origin is matched exactly and never read as a pattern by Flask-Cors.
+    exact = [re.compile(re.escape(origin) + r"\Z", re.IGNORECASE) for origin in origins]
+    CORS(
+        app,
+        resources={path: {} for path in CORS_PATHS},
+        origins=exact,
+        methods=["POST", "OPTIONS"],
+        allow_headers=list(CORS_ALLOW_HEADERS),
+        expose_headers=list(CORS_EXPOSE_HEADERS),
+        supports_credentials=False,
+        max_age=CORS_MAX_AGE,
+        always_send=False,  # no Origin header, no CORS headers (and the allow-list is never listed)
+        send_wildcard=False,
+        vary_header=True,
+    )
+
+
+# --- rate limits --------------------------------------------------------------------------------------------
+
+
+def caller_identity() -> str:
+    """The rate-limit key: the caller key's name when the request carries a known key, else the client address.
+
+    Flask-Limiter counts before the view runs, before `require` sets `g.principal`, so the key is looked up
+    here the same way (auth.authenticate). An unknown key counts against the address it comes from, so
+    guessing keys is limited too. This never raises: a database error is left for `require` to answer (503).
+    """
+    cached = g.get("_rate_limit_identity")
+    if cached:
+        return cached
+    from gateway.api.auth import authenticate, bearer_key
+
+    principal = g.get("principal")
+    if principal is None and (key := bearer_key()) is not None:
+        try:
+            principal = authenticate(key)
+        except SQLAlchemyError:
+            principal = None
+    identity = f"key:{principal.name}" if principal is not None else f"addr:{request.remote_addr or 'unknown'}"
+    g._rate_limit_identity = identity
+    return identity
+
+
+def _not_limited() -> bool:
+    # A preflight carries no key and does no work; the health check is the platform's.
+    return request.method == "OPTIONS" or request.blueprint == "health"
+
+
+def init_rate_limits(app: Flask, config: GateConfig) -> None:
+    if config.redis_url:
+        storage_uri = config.redis_url
+        storage_options = {"socket_connect_timeout": REDIS_TIMEOUT, "socket_timeout": REDIS_TIMEOUT}
+    else:
+        storage_uri, storage_options = "memory://", {}
+    limiter = Limiter(
+        caller_identity,
+        application_limits=[config.rate_limit],  # one budget per caller, shared by every endpoint
+        storage_uri=storage_uri,
+        storage_options=storage_options,
+        strategy="fixed-window",
+        key_prefix=config.rate_limit_key_prefix,
+        headers_enabled=False,  # X-RateLimit-* would cost a storage round trip on every answer
+        in_memory_fallback_enabled=True,  # Redis down: each process counts alone rather than failing checks
+    )
+    limiter.request_filter(_not_limited)
+    limiter.init_app(app)
+    app.extensions["gate_limiter"] = limiter
+
+    @app.errorhandler(RateLimitExceeded)
+    def _rate_limited(error: RateLimitExceeded):
+        wait = retry_after_seconds(limiter.current_limit)
+        return error_response(
+            429, "rate_limited",
+            f"Too many requests from this caller (limit: {error.description}); try again in {wait} s.",
+            headers={"Retry-After": str(wait)},
+        )
+
+
+def retry_after_seconds(limit: RequestLimit | None) -> int:
+    if limit is None:
+        return 1
+    try:
+        reset_at = limit.window[0]
+    except Exception:  # the storage failed between counting and answering: a guess beats a 500
+        log.warning("could not read the rate-limit window; answering Retry-After: 1")
+        return 1
+    return max(1, math.ceil(reset_at - time.time()))
+
+
+# --- logs ---------------------------------------------------------------------------------------------------
+
+SECRET_IN_URL = re.compile(r"((?:client_secret|access_token)=)[^&\s\"']+", re.IGNORECASE)
+
+
+class RedactSecrets(logging.Filter):
+    """urllib3 logs each request line at DEBUG, and Marketo's identity call carries the client secret in its
+    query string: the secret (and any access_token) is replaced before the record reaches a handler."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        redacted = SECRET_IN_URL.sub(r"\1[redacted]", message)
+        if redacted != message:
+            record.msg, record.args = redacted, None
+        return True
+
+
+def redact_secrets_in_logs() -> None:
+    """Idempotent; called wherever a Marketo client is built (the web app and the worker)."""
+    logger = logging.getLogger("urllib3.connectionpool")
+    if not any(isinstance(existing, RedactSecrets) for existing in logger.filters):
+        logger.addFilter(RedactSecrets())
+
+
+# --- headers ------------------------------------------------------------------------------------------------
+
+
+def secure_headers(response, vary_origin_on: tuple[str, ...] = ()):
+    headers = response.headers
+    for name, value in SECURITY_HEADERS.items():
+        headers.setdefault(name, value)
+    headers.setdefault("Cache-Control", "no-store")
+    # An HTML page (the docs) sets the policy its scripts and styles need; all else is data and may load nothing.
+    is_page = response.mimetype == "text/html" and request.method != "OPTIONS"
+    headers.setdefault("Content-Security-Policy", PAGE_FALLBACK_CSP if is_page else API_CSP)
+    if request.is_secure:
+        headers.setdefault("Strict-Transport-Security", HSTS)
+    if request.path in vary_origin_on:
+        response.vary.add("Origin")  # the CORS headers depend on the Origin asked from: no cache may mix them
+    return response
