@@ -43,6 +43,16 @@ def bearer_key() -> str | None:
 
 
 def authenticate(key: str) -> Principal | None:
+    """Who holds this key; asked once per request, though the rate limiter and the view both need it."""
+    remembered = g.get("_authenticated")
+    if remembered is not None and hmac.compare_digest(remembered[0].encode(), key.encode()):
+        return remembered[1]
+    principal = _authenticate(key)
+    g._authenticated = (key, principal)
+    return principal
+
+
+def _authenticate(key: str) -> Principal | None:
     gate = current_app.extensions["gate"]
     matched = None
     # Compare with every configured key so the time taken says nothing about which one nearly matched.
