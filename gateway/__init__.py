@@ -61,12 +61,13 @@ def create_app(config: GateConfig | None = None) -> Flask:
     app.extensions["gate"] = build_gate(config)
 
     from gateway import admin
-    from gateway.api import callouts, errors, health
+    from gateway.api import callouts, errors, health, openapi
 
     errors.register_error_handlers(app)
     app.register_blueprint(callouts.bp)
     app.register_blueprint(admin.bp)
     app.register_blueprint(health.bp)
+    openapi.init_app(app)
 
     from gateway.api import security
 

@@ -31,11 +31,20 @@ class CursorField(fields.String):
         return decode_cursor(super()._deserialize(value, attr, data, **kwargs))
 
 
+class StrictBoolean(fields.Boolean):
+    """JSON true or false only: 0, 1 and "yes" are not a clear answer to turning a check on or off."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if not isinstance(value, bool):
+            raise self.make_error("invalid", input=value)
+        return value
+
+
 class SettingsPatchSchema(Schema):
     class Meta:
         unknown = RAISE
 
-    marketo_check_enabled = fields.Boolean(truthy={True}, falsy={False})
+    marketo_check_enabled = StrictBoolean()
     failure_mode = fields.String(validate=validate.OneOf(FAILURE_MODES))
 
     @validates_schema

@@ -88,10 +88,17 @@ class CheckAnswerSchema(Schema):
     results = fields.List(fields.Nested(MessageResultSchema))
 
 
+class EmailClientAnswerSchema(MessageResultSchema):
+    """The email-client callout checks one message: its result, with the check's id at the top."""
+
+    check_id = fields.String()
+    enabled = fields.Boolean(metadata={"description": "Whether the Marketo check is turned on."})
+
+
 class ErrorBodySchema(Schema):
-    code = fields.String()
-    message = fields.String()
-    fields_ = fields.Dict(data_key="fields")
+    code = fields.String(metadata={"description": "For machines, e.g. `invalid_request`, `marketo_not_connected`."})
+    message = fields.String(metadata={"description": "For people."})
+    fields_ = fields.Dict(data_key="fields", metadata={"description": "marshmallow's messages, by field (422 only)."})
 
 
 class ErrorSchema(Schema):

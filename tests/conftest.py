@@ -3,11 +3,15 @@ served over real HTTP, and the gate built around them."""
 from __future__ import annotations
 
 import os
+import shutil
+import threading
+from contextlib import contextmanager
 from dataclasses import replace
 
 import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
+from werkzeug.serving import make_server
 
 from gateway import create_app
 from gateway.config import ApiKeySpec, GateConfig, normalize_database_url
@@ -131,3 +135,47 @@ def gate(make_gate, simulator):
 @pytest.fixture
 def client(gate):
     return gate.test_client()
+
+
+# A real browser and real HTTP -------------------------------------------------------------------------
+
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+def find_chromium() -> str:
+    path = shutil.which("chromium") or ("/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else None)
+    if path is None:
+        reason = "Debian's chromium is not installed (apt-get install chromium); the browser test needs it"
+        if IN_CI:
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return path
+
+
+@pytest.fixture(scope="module")
+def browser():
+    chromium = find_chromium()
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError as error:
+        if IN_CI:
+            pytest.fail(f"playwright is not installed: {error}")
+        pytest.skip(f"playwright is not installed (pip install -e '.[test]'): {error}")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@contextmanager
+def serving(wsgi_app):
+    """Serve a WSGI app over real HTTP on a free localhost port, in a thread."""
+    server = make_server("127.0.0.1", 0, wsgi_app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        thread.join(timeout=5)

@@ -128,7 +128,8 @@ def test_database_down_is_503_not_500(make_gate, simulator, store):
 
 
 def test_admin_patch_with_wrong_shape_is_422_and_changes_nothing(watched, store):
-    for body in ({"marketo_check_enabled": "yes"}, {"failure_mode": "maybe"}, {}, {"colour": "red"}):
+    for body in ({"marketo_check_enabled": "yes"}, {"marketo_check_enabled": 0}, {"failure_mode": "maybe"}, {},
+                 {"colour": "red"}):
         error_of(watched.patch("/v1/admin/settings", json=body, headers=ADMIN), 422)
     assert store.settings().marketo_check_enabled is True  # the gate fixture turned it on; still on
     assert store.settings().failure_mode is None

@@ -3,16 +3,12 @@ driven by Playwright — on an add-in page served from another origin, calling t
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import threading
 from contextlib import contextmanager
 
 import pytest
-from werkzeug.serving import make_server
 
 from gateway.config import ConfigError, load_config
-from tests.conftest import ADMIN, CALLER, CALLER_KEY, IN_CI
+from tests.conftest import ADMIN, CALLER, CALLER_KEY, serving
 
 ADDIN = "https://addin.example.com"
 PREFLIGHT = {"Origin": ADDIN, "Access-Control-Request-Method": "POST",
@@ -122,9 +118,6 @@ def test_cors_origins_configuration():
 
 # --- a real browser ------------------------------------------------------------------------------------------
 
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
-
 ADDIN_PAGE = """<!doctype html>
 <html><head><meta charset="utf-8"><title>Unsubscribe gate add-in</title></head>
 <body>
@@ -159,44 +152,6 @@ document.getElementById("send").addEventListener("click", async () => {
 </script>
 </body></html>
 """
-
-
-def find_chromium() -> str:
-    path = shutil.which("chromium") or ("/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else None)
-    if path is None:
-        reason = "Debian's chromium is not installed (apt-get install chromium); the browser test needs it"
-        if IN_CI:
-            pytest.fail(reason)
-        pytest.skip(reason)
-    return path
-
-
-@pytest.fixture(scope="module")
-def browser():
-    chromium = find_chromium()
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError as error:
-        if IN_CI:
-            pytest.fail(f"playwright is not installed: {error}")
-        pytest.skip(f"playwright is not installed (pip install -e '.[test]'): {error}")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
-
-
-@contextmanager
-def serving(wsgi_app):
-    """Serve a WSGI app over real HTTP on a free localhost port, in a thread."""
-    server = make_server("127.0.0.1", 0, wsgi_app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        thread.join(timeout=5)
 
 
 @contextmanager
