@@ -92,15 +92,28 @@ def revoke_key(name: str) -> None:
 
 
 @main.command(help="Keep the mirror of Marketo's unsubscribes in sync until SIGTERM.")
-def worker() -> None:
+@click.option("--once", is_flag=True, help="Sync once (the full load first, if it is not done) and exit.")
+def worker(once: bool) -> None:
     from gateway import build_gate
     from gateway.config import load_config
-    from gateway.worker import run_worker
+    from gateway.worker import mirror_sync_for, run_worker
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    run_worker(build_gate(load_config()), stop)
+    gate = build_gate(load_config())
+    if not once:
+        run_worker(gate, stop)
+        return
+    if gate.marketo is None:
+        raise click.ClickException("Marketo is not configured: set MARKETO_BASE_URL, MARKETO_CLIENT_ID, MARKETO_CLIENT_SECRET")
+    report = mirror_sync_for(gate, stop).run_once()
+    if not report.ran:
+        raise click.ClickException("another worker holds the sync lease; try again when it is done")
+    if report.error:
+        raise click.ClickException(f"sync failed: {report.error}")
+    click.echo(f"synced: {report.loaded_windows} windows loaded, {report.change_pages} change pages, "
+               f"mirror holds {gate.store.mirror_size()} unsubscribed addresses")
 
 
 # Demo ------------------------------------------------------------------------

@@ -235,3 +235,20 @@ def test_worker_killed_mid_load_resumes_and_ends_equal_to_marketo(engine, store,
         second.wait(timeout=15)
     # Resumed, not restarted: at most one window was exported twice.
     assert crowd.stats()["calls"]["export_create"] <= 5
+
+
+def test_worker_once_syncs_and_exits(engine, store, simulator, crowd):
+    from click.testing import CliRunner
+
+    from gateway.cli import main
+
+    env = {
+        "DATABASE_URL": engine.url.render_as_string(hide_password=False), "SECRET_KEY": "test",
+        "MARKETO_BASE_URL": simulator.base_url, "MARKETO_CLIENT_ID": crowd.client_id,
+        "MARKETO_CLIENT_SECRET": crowd.client_secret,
+        "GATEWAY_MIRROR_LOAD_FROM": (NOW - timedelta(days=101)).isoformat(), "GATEWAY_EXPORT_POLL_SECONDS": "0.01",
+    }
+    result = CliRunner().invoke(main, ["worker", "--once"], env=env)
+    assert result.exit_code == 0, result.output
+    assert f"mirror holds {len(simulator_truth(crowd))} unsubscribed addresses" in result.output
+    assert store.sync_status().load_status == "complete"
