@@ -421,8 +421,10 @@ def summarize(runs: list[dict]) -> dict:
 
 def run_load(procs: Processes, name: str, port: int, bodies: list, weights: list | None, *,
              duration: float, concurrency: int, load_procs: int, seed: str, env: dict,
-             server: subprocess.Popen, others: tuple = (), balance: bool = True) -> dict:
+             server: subprocess.Popen, others: tuple = (), balance: bool = True,
+             template: dict | None = None) -> dict:
     """`load_procs` load processes share `concurrency` connections; they start on one 'go'.
+    `template` (see loadgen.py) makes each request's body from a template instead of `bodies`.
     Also measures the CPU the server (and `others`, e.g. the simulator) used, and how the
     connections were spread over the server's workers (sampled half-way through)."""
     shares = [concurrency // load_procs + (1 if i < concurrency % load_procs else 0) for i in range(load_procs)]
@@ -436,6 +438,8 @@ def run_load(procs: Processes, name: str, port: int, bodies: list, weights: list
                 "concurrency": share, "duration": duration, "seed": f"{seed}:{index}",
                 "bodies": bodies, "weights": weights,
             }
+            if template:
+                config["template"] = template
             child.stdin.write(json.dumps(config) + "\n")
             child.stdin.flush()
         try:
@@ -551,6 +555,66 @@ def gunicorn_argv(app: str, port: int) -> list:
             "--threads", "8", "--bind", f"127.0.0.1:{port}"]
 
 
+def run_meta(args: argparse.Namespace) -> dict:
+    """When, where and on what code a run was made (for the JSON file)."""
+    meta = {
+        "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "host": platform.node(), "cpus": os.cpu_count(), "python": platform.python_version(),
+        "loadavg_before": [round(x, 2) for x in os.getloadavg()],
+        "gunicorn_conf_py": str(ROOT / "gunicorn.conf.py") if (ROOT / "gunicorn.conf.py").exists() else None,
+        "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+    }
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    meta["commit"] = commit.stdout.strip() or None
+    changed = subprocess.run(["git", "diff-index", "--name-only", "HEAD", "--"], cwd=ROOT, capture_output=True,
+                             text=True)  # plumbing: reads, never writes the index
+    meta["files_differing_from_commit"] = changed.stdout.split()
+    return meta
+
+
+def start_simulator(procs: Processes, env: dict, name: str = "simulator") -> tuple[subprocess.Popen, int]:
+    """The Marketo simulator on a free port, its rate limit and daily quota raised out of the way."""
+    port = free_port()
+    sim = procs.start(name, [
+        sys.executable, "-m", "gateway.marketo.simulator", "--host", "127.0.0.1", "--port", port,
+        "--quiet", "--rate-limit-calls", 1_000_000, "--rate-limit-window", 20, "--daily-quota", 100_000_000,
+    ], env=env)
+    wait_ready(name, port, "/_sim/stats", sim, procs)
+    return sim, port
+
+
+def gate_environment(env: dict, db_url: str, sim_port: int) -> dict:
+    """The gate's environment for a benchmark: its database, the simulator, limits out of the way."""
+    return {
+        **env,
+        "DATABASE_URL": db_url,
+        "SECRET_KEY": "bench",
+        "GATEWAY_API_KEYS": f"bench:admin:{API_KEY}",
+        "MARKETO_BASE_URL": f"http://127.0.0.1:{sim_port}",
+        "MARKETO_CLIENT_ID": SIM_CLIENT_ID,
+        "MARKETO_CLIENT_SECRET": SIM_CLIENT_SECRET,
+        # The gate's own daily cap on Marketo calls (default 2,500) would turn a long run's lookups into
+        # `unverified` denials; like the simulator's rate limit, it is raised so the run measures the check.
+        "GATEWAY_MARKETO_DAILY_BUDGET": "100000000",
+        # One key sends the whole load; the per-key rate limit (default 600 a minute) would measure itself.
+        "GATEWAY_RATE_LIMIT": "off",
+    }
+
+
+def start_server(procs: Processes, name: str, app: str, env: dict) -> tuple[subprocess.Popen, int, float]:
+    """`app` under gunicorn (gunicorn_argv) on a free port; returns the process, its port, seconds to ready."""
+    port = free_port()
+    server = procs.start(name, gunicorn_argv(app, port), env=env)
+    return server, port, round(wait_ready(name, port, "/healthz", server, procs), 2)
+
+
+def turn_check_on(port: int) -> None:
+    """The admin's way: PATCH the setting (the gate first tests the Marketo connection)."""
+    status, settings = call(port, "PATCH", "/v1/admin/settings", {"marketo_check_enabled": True}, headers=AUTH)
+    if status != 200 or not settings.get("marketo_check_enabled"):
+        raise BenchError(f"could not turn the Marketo check on: HTTP {status}: {settings}")
+
+
 def group_send(gate_port: int, sim_port: int, size: int) -> dict:
     addresses = [member_address(i) for i in range(size)]
     body = {"workflow": "group_send",
@@ -585,52 +649,19 @@ def group_send(gate_port: int, sim_port: int, size: int) -> dict:
 
 def run(args: argparse.Namespace, procs: Processes, tmp: Path) -> dict:
     env = base_env()
-    meta = {
-        "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "host": platform.node(), "cpus": os.cpu_count(), "python": platform.python_version(),
-        "loadavg_before": [round(x, 2) for x in os.getloadavg()],
-        "gunicorn_conf_py": str(ROOT / "gunicorn.conf.py") if (ROOT / "gunicorn.conf.py").exists() else None,
-        "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-    }
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-    meta["commit"] = commit.stdout.strip() or None
-    changed = subprocess.run(["git", "diff-index", "--name-only", "HEAD", "--"], cwd=ROOT, capture_output=True,
-                             text=True)  # plumbing: reads, never writes the index
-    meta["files_differing_from_commit"] = changed.stdout.split()
+    meta = run_meta(args)
 
     # 1. simulator ---------------------------------------------------------------
-    sim_port = free_port()
-    sim = procs.start("simulator", [
-        sys.executable, "-m", "gateway.marketo.simulator", "--host", "127.0.0.1", "--port", sim_port,
-        "--quiet", "--rate-limit-calls", 1_000_000, "--rate-limit-window", 20, "--daily-quota", 100_000_000,
-    ], env=env)
-    wait_ready("simulator", sim_port, "/_sim/stats", sim, procs)
+    sim, sim_port = start_simulator(procs, env)
     seeded = seed_leads(sim_port, args.leads, args.unsubscribed_every, args.group_size)
     print(f"simulator on :{sim_port}, seeded {seeded}", flush=True)
 
     # 2. the gate ---------------------------------------------------------------
     db_url = f"sqlite:///{tmp / 'bench.sqlite3'}"
-    gate_env = {
-        **env,
-        "DATABASE_URL": db_url,
-        "SECRET_KEY": "bench",
-        "GATEWAY_API_KEYS": f"bench:admin:{API_KEY}",
-        "MARKETO_BASE_URL": f"http://127.0.0.1:{sim_port}",
-        "MARKETO_CLIENT_ID": SIM_CLIENT_ID,
-        "MARKETO_CLIENT_SECRET": SIM_CLIENT_SECRET,
-        # The gate's own daily cap on Marketo calls (default 2,500) would turn a long run's lookups into
-        # `unverified` denials; like the simulator's rate limit, it is raised so the run measures the check.
-        "GATEWAY_MARKETO_DAILY_BUDGET": "100000000",
-        # One key sends the whole load; the per-key rate limit (default 600 a minute) would measure itself.
-        "GATEWAY_RATE_LIMIT": "off",
-    }
+    gate_env = gate_environment(env, db_url, sim_port)
     meta["migrated_with"] = migrate(gate_env, db_url, procs.log_dir)
-    gate_port = free_port()
-    gate = procs.start("gate", gunicorn_argv("app:app", gate_port), env=gate_env)
-    meta["gate_ready_s"] = round(wait_ready("gate", gate_port, "/healthz", gate, procs), 2)
-    status, settings = call(gate_port, "PATCH", "/v1/admin/settings", {"marketo_check_enabled": True}, headers=AUTH)
-    if status != 200 or not settings.get("marketo_check_enabled"):
-        raise BenchError(f"could not turn the Marketo check on: HTTP {status}: {settings}")
+    gate, gate_port, meta["gate_ready_s"] = start_server(procs, "gate", "app:app", gate_env)
+    turn_check_on(gate_port)
     status, sample = call(gate_port, "POST", ENDPOINT, {"client": "outlook", "to": [person_address(0)]}, headers=AUTH)
     if status != 200 or not sample.get("enabled"):
         raise BenchError(f"sanity check failed: HTTP {status}: {sample}")
@@ -638,10 +669,8 @@ def run(args: argparse.Namespace, procs: Processes, tmp: Path) -> dict:
           f"{sample.get('decision')} / {sample.get('reason_code')}", flush=True)
 
     # 3. the bare ceiling --------------------------------------------------------
-    bare_port = free_port()
     # Same environment, so gunicorn.conf.py (if any) behaves the same for both servers.
-    bare = procs.start("bare", gunicorn_argv("bench.bare_app:app", bare_port), env=gate_env)
-    meta["bare_ready_s"] = round(wait_ready("bare", bare_port, "/healthz", bare, procs), 2)
+    bare, bare_port, meta["bare_ready_s"] = start_server(procs, "bare", "bench.bare_app:app", gate_env)
     print(f"bare app on :{bare_port}", flush=True)
 
     # 4. throughput, alternating ---------------------------------------------------

@@ -9,6 +9,11 @@ Protocol on stdin/stdout, so several load processes start at the same moment:
     stdin : "go"               start the clock
     stdout: one line of JSON   the results (raw latencies included, so the parent can merge processes)
 
+Instead of a list of bodies, the config may give a `template`: {"body": JSON text holding "{x}", "mode": ...}.
+Each request then fills in {x}: with "random", a random integer below "range" (so the addresses are spread
+over a whole seeded range rather than a list sent on stdin); with "unique", a token made of the seed, the
+thread and a counter, so no address is ever sent twice (a cold cache).
+
 Only the standard library is used, so the client's own cost stays small and predictable.
 """
 from __future__ import annotations
@@ -36,6 +41,12 @@ class Worker(threading.Thread):
         self.path = config["path"]
         self.headers = {"Content-Type": "application/json", **config.get("headers", {})}
         self.bodies = bodies
+        template = config.get("template")
+        self.template = template["body"] if template else None
+        self.template_mode = template.get("mode", "random") if template else None
+        self.template_range = int(template.get("range", 1)) if template else 1
+        self.unique_prefix = f"{re.sub(r'[^a-z0-9]+', '-', str(config.get('seed', 0)).lower())}-t{index}n"
+        self.counter = 0
         self.cum_weights = list(itertools.accumulate(weights)) if weights else None
         self.rng = random.Random(f"{config.get('seed', 0)}:{index}")
         self.latencies: list[float] = []
@@ -67,6 +78,14 @@ class Worker(threading.Thread):
             self.reconnects += 1
         return response.status, data
 
+    def from_template(self) -> bytes:
+        if self.template_mode == "unique":
+            self.counter += 1
+            value = f"{self.unique_prefix}{self.counter}"
+        else:
+            value = str(self.rng.randrange(self.template_range))
+        return self.template.replace("{x}", value).encode()
+
     def run(self) -> None:
         self.go.wait()
         choices = self.rng.choices
@@ -76,7 +95,12 @@ class Worker(threading.Thread):
             now = clock()
             if now >= self.end:
                 break
-            body = choices(bodies, cum_weights=cum_weights)[0] if cum_weights else bodies[self.rng.randrange(len(bodies))]
+            if self.template is not None:
+                body = self.from_template()
+            elif cum_weights:
+                body = choices(bodies, cum_weights=cum_weights)[0]
+            else:
+                body = bodies[self.rng.randrange(len(bodies))]
             started = clock()
             try:
                 status, data = self.one(body)
@@ -107,8 +131,9 @@ class Worker(threading.Thread):
 def main() -> None:
     config = json.loads(sys.stdin.readline())
     # config: host, port, path, headers, concurrency, duration, seed,
-    #         bodies (list of JSON values to post), weights (optional, one per body)
-    bodies = [json.dumps(body, separators=(",", ":")).encode() for body in config["bodies"]]
+    #         bodies (list of JSON values to post), weights (optional, one per body),
+    #         template (optional, instead of bodies: see the module's docstring)
+    bodies = [json.dumps(body, separators=(",", ":")).encode() for body in config.get("bodies", [])]
     weights = config.get("weights")
     workers = [Worker(i, config, bodies, weights) for i in range(config["concurrency"])]
     for worker in workers:
