@@ -26,6 +26,11 @@ class Gate:
     checks: CheckService
 
 
+def configure_logging() -> None:
+    """INFO to stderr for every process of the gate (web, worker, demo); a no-op where logging is set up."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
 def build_marketo_client(config: GateConfig, budget: CallBudget):
     if not config.marketo_configured:
         return None
@@ -57,7 +62,7 @@ def create_app(config: GateConfig | None = None) -> Flask:
     config = config or load_config()
     app.config.update(SECRET_KEY=config.secret_key, MAX_CONTENT_LENGTH=config.max_content_length)
     app.json.sort_keys = False
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging()
     app.extensions["gate"] = build_gate(config)
 
     from gateway import admin

@@ -94,10 +94,11 @@ def revoke_key(name: str) -> None:
 @main.command(help="Keep the mirror of Marketo's unsubscribes in sync until SIGTERM.")
 @click.option("--once", is_flag=True, help="Sync once (the full load first, if it is not done) and exit.")
 def worker(once: bool) -> None:
-    from gateway import build_gate
+    from gateway import build_gate, configure_logging
     from gateway.config import load_config
     from gateway.worker import mirror_sync_for, run_worker
 
+    configure_logging()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

@@ -252,3 +252,23 @@ def test_worker_once_syncs_and_exits(engine, store, simulator, crowd):
     assert result.exit_code == 0, result.output
     assert f"mirror holds {len(simulator_truth(crowd))} unsubscribed addresses" in result.output
     assert store.sync_status().load_status == "complete"
+
+
+def test_worker_process_logs_its_syncs(engine, store, simulator, crowd):
+    env = {
+        **os.environ, "DATABASE_URL": engine.url.render_as_string(hide_password=False), "SECRET_KEY": "test",
+        "MARKETO_BASE_URL": simulator.base_url, "MARKETO_CLIENT_ID": crowd.client_id,
+        "MARKETO_CLIENT_SECRET": crowd.client_secret,
+        "GATEWAY_MIRROR_LOAD_FROM": (NOW - timedelta(days=101)).isoformat(), "GATEWAY_EXPORT_POLL_SECONDS": "0.01",
+        "GATEWAY_MARKETO_DAILY_BUDGET": "50000",
+    }
+    worker = subprocess.Popen([sys.executable, "-m", "gateway.cli", "worker"], env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: store.sync_status().last_success_at is not None, what="the worker's first sync")
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        _, logged = worker.communicate(timeout=15)
+    assert "mirror worker" in logged and "started" in logged
+    assert "mirror synced: 4 windows loaded" in logged
+    assert crowd.client_secret not in logged
