@@ -133,3 +133,12 @@ def test_admin_patch_with_wrong_shape_is_422_and_changes_nothing(watched, store)
         error_of(watched.patch("/v1/admin/settings", json=body, headers=ADMIN), 422)
     assert store.settings().marketo_check_enabled is True  # the gate fixture turned it on; still on
     assert store.settings().failure_mode is None
+
+
+def test_nul_characters_in_ids_and_addresses_are_logged_not_a_database_error(client, store):
+    body = {"workflow": "single_send", "sender": "rep@acme.example",
+            "messages": [{"id": "m\x001", "recipients": [{"email": "bad\x00address"}]}]}
+    response = client.post("/v1/checks", json=body, headers=CALLER)
+    assert response.status_code == 200
+    (row,) = store.blocked_sends(limit=10)
+    assert (row.message_id, row.recipient) == ("m\ufffd1", "bad\ufffdaddress")

@@ -50,6 +50,11 @@ def as_utc(value: datetime | None) -> datetime | None:
     return value.replace(tzinfo=timezone.utc)
 
 
+def storable_text(value):
+    """Callers' strings as every engine stores them: PostgreSQL's text cannot hold a NUL character."""
+    return value.replace("\x00", "\ufffd") if isinstance(value, str) else value
+
+
 def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
@@ -291,8 +296,9 @@ class Store:
         if not entries:
             return
         at = at or utcnow()
+        rows = [{"at": at, **{k: storable_text(v) for k, v in entry.__dict__.items()}} for entry in entries]
         with self.session.begin() as session:
-            session.execute(insert(BlockedSend), [{"at": at, **entry.__dict__} for entry in entries])
+            session.execute(insert(BlockedSend), rows)
 
     def blocked_sends(self, *, limit: int, before_id: int | None = None) -> list[BlockedSend]:
         """Newest first; `before_id` is the cursor: the id of the last row of the previous page."""
