@@ -829,14 +829,14 @@ def table(results: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    log_dir = args.output.parent / "logs"
+def run_benchmark(output: Path, log_dir: Path, tmp_prefix: str, run_fn, table_fn, cleanup=None) -> int:
+    """The frame both benchmarks share: fresh logs, a temp dir, `run_fn(procs, tmp)`, and a clean-up of every
+    server (and `cleanup(tmp)`) however the run ends; then the table printed and the results written."""
     log_dir.mkdir(parents=True, exist_ok=True)
     for old in log_dir.glob("*.log"):
         old.unlink()
     procs = Processes(log_dir)
-    tmp = Path(tempfile.mkdtemp(prefix="bench-checks-"))
+    tmp = Path(tempfile.mkdtemp(prefix=tmp_prefix))
 
     def on_sigterm(signum, _frame):
         print("\nterminated; stopping servers", file=sys.stderr)
@@ -844,7 +844,7 @@ def main(argv=None) -> int:
 
     signal.signal(signal.SIGTERM, on_sigterm)
     try:
-        results = run(args, procs, tmp)
+        results = run_fn(procs, tmp)
     except BenchError as error:
         print(f"\nbenchmark failed: {error}\n(logs in {log_dir})", file=sys.stderr)
         return 1
@@ -852,17 +852,28 @@ def main(argv=None) -> int:
         print("\ninterrupted; stopping servers", file=sys.stderr)
         return 130
     finally:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # finish the clean-up even if asked twice
+        # Finish the clean-up even if asked twice.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         procs.stop_all()
+        if cleanup is not None:
+            cleanup(tmp)
         shutil.rmtree(tmp, ignore_errors=True)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    text = table(results)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    text = table_fn(results)
     print("\n" + text)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
+    output.parent.mkdir(parents=True, exist_ok=True)
     results["table"] = text.splitlines()
-    args.output.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"\nwritten to {args.output} (server logs in {log_dir})")
+    output.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    print(f"\nwritten to {output} (server logs in {log_dir})")
     return 0
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    return run_benchmark(args.output, args.output.parent / "logs", "bench-checks-",
+                         lambda procs, tmp: run(args, procs, tmp), table)
 
 
 if __name__ == "__main__":

@@ -20,13 +20,9 @@ databases this run created are dropped.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
-import shutil
-import signal
 import sys
-import tempfile
 import threading
 import time
 from collections import Counter
@@ -40,6 +36,7 @@ from bench_checks import (  # noqa: E402  (after the path is set)
     BENCH,
     ENDPOINT,
     BenchError,
+    run_benchmark,
     Processes,
     base_env,
     call,
@@ -788,46 +785,21 @@ def table(results: dict) -> str:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    log_dir = args.output.parent / "logs" / "mirror"
-    log_dir.mkdir(parents=True, exist_ok=True)
-    for old in log_dir.glob("*.log"):
-        old.unlink()
-    procs = Processes(log_dir)
-    tmp = Path(tempfile.mkdtemp(prefix="bench-mirror-"))
-    dbs = Databases(tmp, args.pg_url)
+    databases: list[Databases] = []
 
-    def on_sigterm(signum, _frame):
-        print("\nterminated; stopping servers", file=sys.stderr)
-        raise SystemExit(128 + signum)
+    def run_all(procs: Processes, tmp: Path) -> dict:
+        databases.append(Databases(tmp, args.pg_url))
+        return run(args, procs, databases[0])
 
-    signal.signal(signal.SIGTERM, on_sigterm)
-    try:
-        results = run(args, procs, dbs)
-    except BenchError as error:
-        print(f"\nbenchmark failed: {error}\n(logs in {log_dir})", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("\ninterrupted; stopping servers", file=sys.stderr)
-        return 130
-    finally:
-        # Finish the clean-up even if asked twice.
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        procs.stop_all()
-        try:
-            dbs.drop_all()
-        except Exception as error:  # report, and still remove the files
-            print(f"warning: could not drop databases {dbs.created_pg}: {error}", file=sys.stderr)
-        shutil.rmtree(tmp, ignore_errors=True)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-    text = table(results)
-    print("\n" + text)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    results["table"] = text.splitlines()
-    args.output.write_text(json.dumps(results, indent=2, default=str) + "\n")
-    print(f"\nwritten to {args.output} (server logs in {log_dir})")
-    return 0
+    def drop_databases(_tmp: Path) -> None:
+        for dbs in databases:
+            try:
+                dbs.drop_all()
+            except Exception as error:  # report, and still remove the files
+                print(f"warning: could not drop databases {dbs.created_pg}: {error}", file=sys.stderr)
+
+    return run_benchmark(args.output, args.output.parent / "logs" / "mirror", "bench-mirror-", run_all, table,
+                         cleanup=drop_databases)
 
 
 if __name__ == "__main__":
