@@ -72,9 +72,11 @@ class BlockedSendsQuerySchema(Schema):
     class Meta:
         unknown = RAISE
 
-    limit = fields.Integer(validate=validate.Range(min=1, max=MAX_PAGE))
-    cursor = CursorField()
-    format = fields.String(load_default="json", validate=validate.OneOf(("json", "csv")))
+    limit = fields.Integer(validate=validate.Range(min=1, max=MAX_PAGE),
+                           metadata={"description": "Rows per page (JSON: default 50; CSV: all without it)."})
+    cursor = CursorField(metadata={"description": "`next_cursor` of the previous page."})
+    format = fields.String(load_default="json", validate=validate.OneOf(("json", "csv")),
+                           metadata={"description": "`csv` for text/csv."})
 
 
 class BlockedSendSchema(Schema):

@@ -6,7 +6,7 @@ from email.utils import parseaddr
 from email_validator import EmailNotValidError, validate_email
 from marshmallow import Schema, ValidationError, fields, validate
 
-from gateway.decisions import ALLOW, DENY, RECIPIENT_TYPES, WORKFLOWS, Recipient
+from gateway.decisions import ALLOW, DENY, MAX_REASON_LENGTH, RECIPIENT_TYPES, WORKFLOWS, Recipient
 
 MAX_ADDRESS_INPUT = 1000  # longer than any real "Name <address>"; never worth parsing
 
@@ -62,7 +62,8 @@ class RecipientResultSchema(Schema):
             ("allowed", "unsubscribed", "invalid_address", "unverified", "check_disabled", "not_in_marketo")
         )
     )
-    reason = fields.String(metadata={"description": "One sentence for a person, at most 500 characters."})
+    reason = fields.String(validate=validate.Length(max=MAX_REASON_LENGTH),  # documents the answer (OpenAPI)
+                           metadata={"description": "One sentence for a person, at most 500 characters."})
     checked_via = fields.String(
         validate=validate.OneOf(("mirror", "cache", "live", "policy", "setting", "validation")),
         metadata={"description": "What answered for this address; `validation` when it is not a valid address."},
@@ -76,7 +77,8 @@ class MessageResultSchema(Schema):
     id = fields.String(allow_none=True)
     decision = fields.String(validate=validate.OneOf((ALLOW, DENY)))
     reason_code = fields.String(validate=validate.OneOf(MESSAGE_REASON_CODES))
-    reason = fields.String()
+    reason = fields.String(validate=validate.Length(max=MAX_REASON_LENGTH),
+                           metadata={"description": "One sentence for a person or the add-in's send dialog."})
     deliver_to = fields.List(fields.String(), metadata={"description": "Normalized addresses the message may go to."})
     blocked = fields.List(fields.String(), metadata={"description": "Addresses kept from this message."})
     recipients = fields.List(fields.Nested(RecipientResultSchema))
