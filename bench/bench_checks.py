@@ -576,7 +576,7 @@ def start_simulator(procs: Processes, env: dict, name: str = "simulator") -> tup
     """The Marketo simulator on a free port, its rate limit and daily quota raised out of the way."""
     port = free_port()
     sim = procs.start(name, [
-        sys.executable, "-m", "gateway.marketo.simulator", "--host", "127.0.0.1", "--port", port,
+        sys.executable, "-m", "gateway.simulators.marketo", "--host", "127.0.0.1", "--port", port,
         "--quiet", "--rate-limit-calls", 1_000_000, "--rate-limit-window", 20, "--daily-quota", 100_000_000,
     ], env=env)
     wait_ready(name, port, "/_sim/stats", sim, procs)

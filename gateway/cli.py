@@ -176,7 +176,7 @@ def demo(port: int, marketo_port: int, host: str) -> None:
     }
     env.setdefault("SECRET_KEY", os.urandom(24).hex())
     simulator = subprocess.Popen(
-        [sys.executable, "-m", "gateway.marketo.simulator", "--host", "127.0.0.1", "--port", str(marketo_port),
+        [sys.executable, "-m", "gateway.simulators.marketo", "--host", "127.0.0.1", "--port", str(marketo_port),
          "--seed", "demo", "--quiet"],
         env=env,
     )

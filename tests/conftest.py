@@ -82,7 +82,7 @@ def store(engine):
 
 @pytest.fixture
 def simulator():
-    from gateway.marketo.simulator import SimulatorState, start_simulator
+    from gateway.simulators.marketo import SimulatorState, start_simulator
 
     running = start_simulator(SimulatorState())
     yield running

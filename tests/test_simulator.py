@@ -1,4 +1,4 @@
-"""Tests of the Marketo Engage simulator (gateway.marketo.simulator)."""
+"""Tests of the Marketo Engage simulator (gateway.simulators.marketo)."""
 from __future__ import annotations
 
 import queue
@@ -13,7 +13,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 import requests
 
-from gateway.marketo.simulator import (
+from gateway.simulators.marketo import (
     SimulatorState,
     create_simulator_app,
     seed_demo,
@@ -800,7 +800,7 @@ def test_start_and_stop(sim):
 
 def test_main_as_subprocess_serves_and_exits_on_sigterm():
     cmd = [
-        sys.executable, "-m", "gateway.marketo.simulator", "--port", "0", "--seed", "demo", "--quiet",
+        sys.executable, "-m", "gateway.simulators.marketo", "--port", "0", "--seed", "demo", "--quiet",
         "--client-id", "cli-id", "--client-secret", "cli-secret",
     ]
     with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True) as proc:

@@ -1,4 +1,4 @@
-"""Marketo Engage REST client and the bundled simulator.
+"""Marketo Engage REST client (its simulator is gateway.simulators.marketo).
 
 This package knows Marketo's protocol and nothing of the gate's decisions or
 of HTTP requests made to the gate.
