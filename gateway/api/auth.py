@@ -8,13 +8,14 @@ import hmac
 import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
-from functools import wraps
+from functools import partial, wraps
 
 from flask import current_app, g, request
 from sqlalchemy.exc import SQLAlchemyError
 
 from gateway.api.errors import ApiError
-from gateway.api.signatures import deliver_once, verify_signature
+from gateway.api.replay import deliver_once
+from gateway.api.signatures import verify_request
 from gateway.store import hash_key, utcnow
 
 log = logging.getLogger(__name__)
@@ -81,6 +82,62 @@ def authorize_source(source: str) -> None:
                                          f"{', '.join(principal.sources)}.")
 
 
+def require(role: str, *, sources: tuple[str, ...] | None = None):
+    """`sources`: on a callout endpoint, the sources it serves (the contract's table of callers).
+
+    Each request goes through the steps in order, any of which may refuse it: the key is known, its role
+    may call here, its sources are served here, its signature holds (keys that require one), and on a
+    callout endpoint a signed webhook-id is answered once (replay.deliver_once). The key's use is recorded
+    after the answer.
+    """
+
+    def decorator(view):
+        @wraps(view)
+        def wrapped(*args, **kwargs):
+            principal = _caller()
+            _check_role(principal, role)
+            _check_endpoint(principal, sources)
+            webhook_id = verify_request(principal.signing_secret) if principal.require_signature else None
+            g.principal = principal
+            g.endpoint_sources = sources
+            answer = partial(view, *args, **kwargs)
+            if webhook_id is not None and sources is not None:
+                response = deliver_once(principal.key_id, webhook_id, answer)
+            else:
+                response = answer()
+            _touch(principal)
+            return response
+
+        return wrapped
+
+    return decorator
+
+
+def _caller() -> Principal:
+    key = bearer_key()
+    if key is None:
+        raise ApiError(401, "unauthorized", "Send your gate key as `Authorization: Bearer <key>`.",
+                       headers={"WWW-Authenticate": "Bearer"})
+    principal = authenticate(key)
+    if principal is None:
+        raise ApiError(401, "unauthorized", "That key is not known to this gate.",
+                       headers={"WWW-Authenticate": "Bearer"})
+    return principal
+
+
+def _check_role(principal: Principal, role: str) -> None:
+    if principal.role not in ROLES_ALLOWED[role]:
+        raise ApiError(403, "forbidden", "Administrator permission required." if role == "admin"
+                       else "This key may not call this endpoint.")
+
+
+def _check_endpoint(principal: Principal, sources: tuple[str, ...] | None) -> None:
+    """Before the body is read: a key limited to some sources may call only endpoints serving one of them."""
+    if principal.sources is not None and not set(principal.sources) & set(sources or ()):
+        raise ApiError(403, "forbidden", f"This key may not call this endpoint; it is limited to "
+                                         f"{', '.join(principal.sources)}.")
+
+
 def _touch(principal: Principal) -> None:
     """Record the key's use once it was let in and answered; a failure here must not fail the answer."""
     if principal.key_id is None or not principal.touch_due:
@@ -89,42 +146,3 @@ def _touch(principal: Principal) -> None:
         current_app.extensions["gate"].store.touch_key(principal.key_id)
     except SQLAlchemyError:
         log.warning("could not record the last use of key %r", principal.name)
-
-
-def require(role: str, *, sources: tuple[str, ...] | None = None):
-    """`sources`: on a callout endpoint, the sources it serves (the contract's table of callers).
-
-    On such endpoints a key that requires signatures is verified on the raw body, and each webhook-id
-    is answered once (signatures.deliver_once).
-    """
-
-    def decorator(view):
-        @wraps(view)
-        def wrapped(*args, **kwargs):
-            key = bearer_key()
-            if key is None:
-                raise ApiError(401, "unauthorized", "Send your gate key as `Authorization: Bearer <key>`.",
-                               headers={"WWW-Authenticate": "Bearer"})
-            principal = authenticate(key)
-            if principal is None:
-                raise ApiError(401, "unauthorized", "That key is not known to this gate.",
-                               headers={"WWW-Authenticate": "Bearer"})
-            if principal.role not in ROLES_ALLOWED[role]:
-                raise ApiError(403, "forbidden", "Administrator permission required." if role == "admin"
-                               else "This key may not call this endpoint.")
-            if principal.sources is not None and not set(principal.sources) & set(sources or ()):
-                raise ApiError(403, "forbidden", f"This key may not call this endpoint; it is limited to "
-                                                 f"{', '.join(principal.sources)}.")
-            webhook_id = verify_signature(principal.signing_secret) if principal.require_signature else None
-            g.principal = principal
-            g.endpoint_sources = sources
-            if webhook_id is not None and sources is not None:
-                response = deliver_once(principal.key_id, webhook_id, lambda: view(*args, **kwargs))
-            else:
-                response = view(*args, **kwargs)
-            _touch(principal)
-            return response
-
-        return wrapped
-
-    return decorator
