@@ -2,7 +2,7 @@
 
 It knows Marketo's protocol (access token, leads by email or id, the activity stream,
 Bulk Lead Extract, error codes, limits) and nothing of the gate's decisions. The facts it
-relies on are in /work/shared/docs/marketo-api.md.
+relies on are in docs/marketo.md.
 """
 import collections
 import csv
