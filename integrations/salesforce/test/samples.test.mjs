@@ -2,7 +2,7 @@
 // is what JSON.serialize writes (compact, no trailing newline) and has the shape the gate reads.
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
-import { SAMPLES, filesUnder, read, shortName } from "./kit.mjs";
+import { SAMPLES, SOURCE, filesUnder, read, shortName } from "./kit.mjs";
 
 const WORKFLOWS = ["plugin_send", "single_send", "campaign_send", "multi_select_send", "group_send"];
 const ADDRESS_FIELDS = ["ToAddress", "CcAddress", "BccAddress"];
@@ -36,6 +36,35 @@ describe("samples", () => {
         assert.ok(ADDRESS_FIELDS.some((field) => record[field]), "at least one address");
         // The gate does not resolve recipient ids yet: a sample with them would not test what it says.
         for (const field of ["ToIds", "CcIds", "BccIds"]) assert.ok(!(field in record), field);
+      }
+    });
+  }
+});
+
+// The samples follow the Apex that makes the bodies: the Queueable's query (JSON.serialize writes a queried
+// record's fields in query order, null ones left out) and the Flow action's constructor (fields in the order
+// set, null ones as null).
+describe("samples match the Apex that builds the bodies", () => {
+  const queueable = read(`${SOURCE}/classes/UnsubscribeGateAfterSendCheck.cls`);
+  const action = read(`${SOURCE}/classes/CheckMarketoUnsubscribes.cls`);
+  const queried = queueable.match(/SELECT ([\w, ]+?)\s+FROM EmailMessage/)[1].split(/,\s*/);
+  const constructed = [...action.match(/return new EmailMessage\(([^;]+)\);/)[1].matchAll(/(\w+) =/g)].map((m) => m[1]);
+
+  test("the Queueable and the Flow action build what the samples hold", () => {
+    assert.deepEqual(queried, ["Id", "ToAddress", "CcAddress", "BccAddress", "FromAddress", "Subject", "RelatedToId"]);
+    assert.deepEqual(constructed, ["ToAddress", "CcAddress", "BccAddress", "FromAddress", "Subject", "RelatedToId"]);
+  });
+
+  for (const path of samples) {
+    test(shortName(path), () => {
+      for (const record of JSON.parse(read(path)).records) {
+        const fields = Object.keys(record).slice(1);
+        if ("Id" in record) {
+          assert.deepEqual(fields, queried.filter((name) => name in record), "query order");
+          for (const name of fields) assert.notEqual(record[name], null, `a queried null ${name} is left out`);
+        } else {
+          assert.deepEqual(fields, constructed, "the Flow action sets all six, in this order");
+        }
       }
     });
   }
