@@ -38,13 +38,9 @@ PROBE_EMAIL = "connection-test@gateway.invalid"
 MAX_BATCH_SIZE = 300
 MAX_URL_LENGTH = 8000
 
-MAX_ACTIVITY_TYPES = 10  # activityTypeIds a single activities.json request may name
-
 _IDENTITY_PATH = "/identity/oauth/token"
 _LEADS_PATH = "/rest/v1/leads.json"
-_ACTIVITY_TYPES_PATH = "/rest/v1/activities/types.json"
 _PAGING_TOKEN_PATH = "/rest/v1/activities/pagingtoken.json"
-_ACTIVITIES_PATH = "/rest/v1/activities.json"
 _LEAD_CHANGES_PATH = "/rest/v1/activities/leadchanges.json"
 _LEAD_EXPORT_PATH = "/bulk/v1/leads/export"
 _LEAD_FIELDS = "email,unsubscribed"
@@ -78,7 +74,7 @@ class LookupResult:
 
 @dataclass(frozen=True)
 class ActivityPage:
-    """One page of the activity stream: activities.json or leadchanges.json."""
+    """One page of the activity stream (leadchanges.json)."""
 
     activities: tuple[dict, ...]
     next_page_token: str  # where the next page starts; also where to resume after the last one
@@ -224,22 +220,6 @@ class MarketoClient:
     # --- public interface: incremental sync from the activity stream -----------------------
     # Each method raises the MarketoError that stopped it; `timeout` bounds the whole call.
 
-    def activity_type_ids(self, names: Iterable[str], *, timeout: float = 30.0) -> dict[str, int]:
-        """The ids of the named activity types ("Unsubscribe Email", ...), which vary by subscription."""
-        wanted = list(dict.fromkeys(names))
-        if not wanted:
-            return {}
-        body = self._request(_SYNC, "GET", _ACTIVITY_TYPES_PATH, _Deadline(self._clock, timeout))
-        ids: dict[str, int] = {}
-        for activity_type in _result_page(body):
-            name, type_id = activity_type.get("name"), activity_type.get("id")
-            if isinstance(name, str) and _is_integer(type_id):
-                ids.setdefault(name, type_id)
-        missing = [name for name in wanted if name not in ids]
-        if missing:
-            raise MarketoRequestError(f"Marketo has no activity type named {', '.join(map(repr, missing))}")
-        return {name: ids[name] for name in wanted}
-
     def paging_token(self, since: datetime, *, timeout: float = 30.0) -> str:
         """A page token for the activities since `since` (a naive datetime is taken as UTC)."""
         body = self._request(
@@ -250,15 +230,6 @@ class MarketoClient:
             params={"sinceDatetime": _iso_utc(since)},
         )
         return _next_page_token(body)
-
-    def activities_page(self, page_token: str, type_ids: Sequence[int], *, timeout: float = 30.0) -> ActivityPage:
-        """One page (≤ 300) of the activities of 1 to 10 types, from `page_token` on."""
-        wanted = list(dict.fromkeys(type_ids))
-        if not 1 <= len(wanted) <= MAX_ACTIVITY_TYPES or not all(_is_integer(type_id) for type_id in wanted):
-            raise ValueError(f"activities_page takes 1 to {MAX_ACTIVITY_TYPES} integer activity type ids")
-        return self._activity_page(
-            _ACTIVITIES_PATH, page_token, {"activityTypeIds": ",".join(map(str, wanted))}, timeout
-        )
 
     def lead_changes_page(self, page_token: str, fields: Sequence[str], *, timeout: float = 30.0) -> ActivityPage:
         """One page (≤ 300) of the changes to these lead fields (and new leads), from `page_token` on."""
@@ -321,9 +292,6 @@ class MarketoClient:
         job = _first_result(body, "export job")
         _string_field(job, "status", "export job")
         return job
-
-    def cancel_lead_export(self, export_id: str, *, timeout: float = 30.0) -> None:
-        self._request(_SYNC, "POST", _export_path(export_id, "cancel"), _Deadline(self._clock, timeout))
 
     def lead_export_rows(self, export_id: str, *, timeout: float = 120.0) -> Iterator[dict[str, str]]:
         """The rows of a completed export's CSV file (column name -> text, "" when empty), streamed.
@@ -707,16 +675,13 @@ def next_quota_reset(moment: datetime) -> datetime:
     return midnight.astimezone(timezone.utc)
 
 
-def _leads_params(emails: list[str], page_token: str | None = None) -> dict[str, str]:
-    params = {
+def _leads_params(emails: list[str]) -> dict[str, str]:
+    return {
         "filterType": "email",
         "filterValues": ",".join(emails),
         "fields": _LEAD_FIELDS,
         "batchSize": str(MAX_BATCH_SIZE),
     }
-    if page_token:
-        params["nextPageToken"] = page_token
-    return params
 
 
 def _unsubscribed_flags(emails: list[str], leads: list[dict]) -> dict[str, bool]:

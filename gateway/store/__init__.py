@@ -185,10 +185,6 @@ class Store:
         with self.session() as session:
             return session.scalar(select(func.count()).select_from(MirrorUnsubscribe))
 
-    def mirror_emails(self) -> set[str]:
-        with self.session() as session:
-            return set(session.scalars(select(MirrorUnsubscribe.email)))
-
     def apply_mirror_changes(self, owner: str, *, unsubscribed: Sequence[str] = (), subscribed: Sequence[str] = (),
                              state: dict | None = None) -> None:
         """Mirror rows and the sync position move together, and only while `owner` holds the lease."""
