@@ -12,7 +12,7 @@ from gateway.api.callouts import json_body
 from gateway.api.errors import ApiError
 from gateway.checks import CONNECTED_MESSAGE, describe_marketo_error
 from gateway.marketo import MarketoError
-from gateway.budget import quota_day
+from gateway.marketo.quota import quota_day
 from gateway.mirror import is_mirror_fresh
 from gateway.store import Settings, utcnow
 from schemas.admin import (

@@ -7,7 +7,7 @@ import threading
 from sqlalchemy.exc import SQLAlchemyError
 
 from gateway import Gate
-from gateway.budget import quota_day
+from gateway.marketo.quota import quota_day
 from gateway.mirror import MirrorSync
 from gateway.store import DELIVERY_RETENTION, utcnow
 

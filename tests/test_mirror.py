@@ -10,7 +10,8 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from sqlalchemy import select
 
-from gateway.budget import CallBudget, quota_day
+from gateway.budget import CallBudget
+from gateway.marketo.quota import quota_day
 from gateway.mirror import MirrorSync
 from gateway.store import utcnow
 from gateway.store.models import MirrorUnsubscribe

@@ -15,11 +15,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
-from datetime import time as time_of_day
+from datetime import datetime, timezone
 from typing import Callable, Iterable, Iterator, Sequence
 from urllib.parse import quote
-from zoneinfo import ZoneInfo
 
 import requests
 
@@ -31,6 +29,7 @@ from gateway.marketo.errors import (
     MarketoRequestError,
     MarketoUnavailable,
 )
+from gateway.marketo.quota import next_quota_reset
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +50,6 @@ _MAX_BACK_OFF = 2.0
 _BACK_OFF_JITTER = 0.1  # up to +10 %, so batches that failed together do not retry in lockstep
 _HANG_GRACE = 0.5  # seconds past the deadline to wait for a request that ignores its timeout
 _FILE_CHUNK = 64 * 1024  # bytes read at a time from an export file
-_QUOTA_TIMEZONE = ZoneInfo("America/Chicago")  # Marketo resets the daily quota at 00:00 US Central
 
 _TOKEN_REJECTED_CODES = frozenset({"601", "602"})
 _TRANSIENT_CODES = frozenset({"604", "606", "608", "611", "615", "713"})
@@ -666,13 +664,6 @@ class _ResponseBytes(io.RawIOBase):
         buffer[:size] = self._pending[:size]
         self._pending = self._pending[size:]
         return size
-
-
-def next_quota_reset(moment: datetime) -> datetime:
-    """The first 00:00 US Central after `moment` (aware), as an aware UTC datetime."""
-    local_date = moment.astimezone(_QUOTA_TIMEZONE).date()
-    midnight = datetime.combine(local_date + timedelta(days=1), time_of_day(0), tzinfo=_QUOTA_TIMEZONE)
-    return midnight.astimezone(timezone.utc)
 
 
 def _leads_params(emails: list[str]) -> dict[str, str]:
