@@ -23,7 +23,7 @@ import click
 import requests
 
 from gateway.config import database_url
-from gateway.decisions import SOURCES
+from gateway.domain import SOURCES
 from gateway.store import Store
 from gateway.store.db import make_engine, upgrade
 

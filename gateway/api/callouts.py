@@ -11,6 +11,7 @@ from gateway.api.auth import authorize_source, require
 from gateway.api.errors import ApiError
 from gateway.checks import CheckOutcome
 from gateway.decisions import CheckRequest
+from gateway.domain import Source
 from schemas.checks import CheckRequestSchema
 from schemas.common import CheckAnswerSchema, MessageResultSchema
 from schemas.email_client import EmailClientCalloutSchema
@@ -51,21 +52,21 @@ def run_check(schema: Schema) -> CheckOutcome:
 
 
 @bp.post("/v1/checks")
-@require("caller", sources=("web",))
+@require("caller", sources=(Source.WEB.value,))
 def generic_check():
     outcome = run_check(check_request_schema)
     return jsonify(answer_schema.dump(outcome))
 
 
 @bp.post("/v1/hooks/salesforce")
-@require("caller", sources=("salesforce",))
+@require("caller", sources=(Source.SALESFORCE.value,))
 def salesforce_callout():
     outcome = run_check(salesforce_schema)
     return jsonify(answer_schema.dump(outcome))
 
 
 @bp.post("/v1/hooks/email-client")
-@require("caller", sources=("outlook", "gmail"))
+@require("caller", sources=(Source.OUTLOOK.value, Source.GMAIL.value))
 def email_client_callout():
     outcome = run_check(email_client_schema)
     (result,) = outcome.results
