@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from gateway.cache import TTLCache
 from gateway.config import GateConfig
+from gateway.connection import CONNECTED_MESSAGE, describe_marketo_error
 from gateway.decisions import CheckRequest, MessageResult, Verdict, decide
 from gateway.domain import CheckedVia, Decision, ReasonCode
 from gateway.marketo import (
@@ -21,6 +22,7 @@ from gateway.marketo import (
     MarketoError,
     MarketoQuotaExceeded,
 )
+from gateway.marketo.interfaces import MarketoService
 from gateway.mirror import is_mirror_fresh
 from gateway.store import BlockedSendEntry, Settings, Store, SyncStatus
 
@@ -48,9 +50,9 @@ def new_check_id() -> str:
 
 
 class CheckService:
-    def __init__(self, store: Store, marketo, cache: TTLCache, config: GateConfig):
+    def __init__(self, store: Store, marketo: MarketoService, cache: TTLCache, config: GateConfig):
         self.store = store
-        self.marketo = marketo  # a MarketoClient, or None when Marketo is not configured
+        self.marketo = marketo
         self.cache = cache
         self.config = config
         self._context: tuple[float, Settings, SyncStatus] | None = None
@@ -103,8 +105,6 @@ class CheckService:
     def _ask_marketo(self, addresses: list[str], settings: Settings, deadline: float) -> dict[str, Verdict]:
         decision = Decision.DENY if self.failure_mode(settings) == Decision.DENY else Decision.ALLOW
         policy = Verdict(decision, ReasonCode.UNVERIFIED, CheckedVia.POLICY)
-        if self.marketo is None:
-            return dict.fromkeys(addresses, policy)
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return dict.fromkeys(addresses, policy)
@@ -133,21 +133,8 @@ class CheckService:
             self.store.record_marketo_status(True, CONNECTED_MESSAGE)
 
 
-CONNECTED_MESSAGE = "Connected to Marketo."
 # Failures that will not pass by retrying: the admin has to know.
 LASTING_FAILURES = (MarketoAuthError, MarketoConfigError, MarketoQuotaExceeded, MarketoBudgetExhausted)
-
-
-def describe_marketo_error(error: MarketoError) -> str:
-    if isinstance(error, MarketoAuthError):
-        return f"Marketo refused the client id and secret: {error.message}"
-    if isinstance(error, MarketoConfigError):
-        return f"Marketo denied access (check the API user's permissions and IP allow-list): {error.message}"
-    if isinstance(error, MarketoQuotaExceeded):
-        return f"Marketo's daily API quota is used up: {error.message}"
-    if isinstance(error, MarketoBudgetExhausted):
-        return f"The gate stopped calling Marketo: {error.message}"
-    return f"Marketo did not answer: {error.message}"
 
 
 def blocked_entries(check_id: str, request: CheckRequest, results: list[MessageResult]) -> list[BlockedSendEntry]:

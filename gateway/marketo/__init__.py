@@ -1,4 +1,4 @@
-"""Marketo Engage REST client and the bundled simulator.
+"""Marketo Engage: what the gate uses of it (interfaces.py), the REST client, and the bundled simulator.
 
 This package knows Marketo's protocol and nothing of the gate's decisions or
 of HTTP requests made to the gate.
@@ -8,6 +8,7 @@ from gateway.marketo.errors import (
     MarketoBudgetExhausted,
     MarketoConfigError,
     MarketoError,
+    MarketoNotConfigured,
     MarketoQuotaExceeded,
     MarketoRequestError,
     MarketoUnavailable,
@@ -18,6 +19,7 @@ __all__ = [
     "MarketoBudgetExhausted",
     "MarketoConfigError",
     "MarketoError",
+    "MarketoNotConfigured",
     "MarketoQuotaExceeded",
     "MarketoRequestError",
     "MarketoUnavailable",

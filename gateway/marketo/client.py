@@ -29,6 +29,7 @@ from gateway.marketo.errors import (
     MarketoRequestError,
     MarketoUnavailable,
 )
+from gateway.marketo.interfaces import ActivityPage, LookupResult
 from gateway.marketo.quota import next_quota_reset
 
 logger = logging.getLogger(__name__)
@@ -59,24 +60,6 @@ _TOO_MANY_MATCHES_CODE = "1003"
 # Bulk export queue or daily export quota full: it frees up in minutes or at the reset, not within
 # one call's deadline, so it is reported as unavailable without being retried.
 _EXPORT_QUEUE_FULL_CODE = "1029"
-
-
-@dataclass(frozen=True)
-class LookupResult:
-    """What Marketo said about each requested email; every email is in exactly one field."""
-
-    unsubscribed: dict[str, bool]  # emails Marketo has -> True if any of their leads unsubscribed
-    not_found: frozenset[str]  # emails Marketo has no lead for
-    failed: dict[str, MarketoError]  # emails whose batch could not be answered, with why
-
-
-@dataclass(frozen=True)
-class ActivityPage:
-    """One page of the activity stream (leadchanges.json)."""
-
-    activities: tuple[dict, ...]
-    next_page_token: str  # where the next page starts; also where to resume after the last one
-    more_result: bool  # Marketo has more right now; a short page can still have more
 
 
 class _TokenRejected(MarketoAuthError):
@@ -128,7 +111,7 @@ class _BatchAnswer:
 
 
 class MarketoClient:
-    """Talks to Marketo within deadlines, sharing one token and one session.
+    """Talks to Marketo within deadlines, sharing one token and one session: the real MarketoService.
 
     Every request goes through `_request` (one request with its retries); `on_call(kind)` is
     told of each request before it is sent ("token", "lookup" or "sync") and may veto it by
