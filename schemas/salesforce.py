@@ -13,7 +13,9 @@ from schemas.common import WorkflowField, recipient, sender_value
 
 # Plain strings (`.value`), as every schema loads callers' words: error messages quote them with repr().
 ADDRESS_FIELDS = (
-    ("ToAddress", RecipientType.TO.value), ("CcAddress", RecipientType.CC.value), ("BccAddress", RecipientType.BCC.value)
+    ("ToAddress", RecipientType.TO.value),
+    ("CcAddress", RecipientType.CC.value),
+    ("BccAddress", RecipientType.BCC.value),
 )
 MAX_ADDRESS_FIELD = 32_000  # Salesforce's own limit on these fields is 4,000 characters
 
