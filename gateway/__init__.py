@@ -10,6 +10,7 @@ from gateway.budget import CallBudget
 from gateway.cache import TTLCache
 from gateway.checks import CheckService
 from gateway.config import GateConfig, load_config
+from gateway.marketo.interfaces import MarketoService, UnconfiguredMarketo
 from gateway.store import Store
 from gateway.store.db import make_engine
 
@@ -21,7 +22,7 @@ class Gate:
     config: GateConfig
     store: Store
     budget: CallBudget
-    marketo: object | None
+    marketo: MarketoService
     cache: TTLCache
     checks: CheckService
 
@@ -31,10 +32,11 @@ def configure_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
-def build_marketo_client(config: GateConfig, budget: CallBudget):
+def build_marketo(config: GateConfig, budget: CallBudget) -> MarketoService:
+    """The Marketo client, or its null twin when Marketo is not configured (gateway.marketo.interfaces)."""
     if not config.marketo_configured:
-        return None
-    from gateway.api.security import redact_secrets_in_logs
+        return UnconfiguredMarketo()
+    from gateway.logs import redact_secrets_in_logs
     from gateway.marketo.client import MarketoClient
 
     redact_secrets_in_logs()  # the identity call's URL holds the client secret; urllib3 logs URLs at DEBUG
@@ -51,7 +53,7 @@ def build_marketo_client(config: GateConfig, budget: CallBudget):
 def build_gate(config: GateConfig) -> Gate:
     store = Store(make_engine(config.database_url))
     budget = CallBudget(store, config.marketo_daily_budget)
-    marketo = build_marketo_client(config, budget)
+    marketo = build_marketo(config, budget)
     cache = TTLCache(config.cache_ttl, config.cache_max_entries)
     checks = CheckService(store, marketo, cache, config)
     return Gate(config=config, store=store, budget=budget, marketo=marketo, cache=cache, checks=checks)
@@ -65,8 +67,7 @@ def create_app(config: GateConfig | None = None) -> Flask:
     configure_logging()
     app.extensions["gate"] = build_gate(config)
 
-    from gateway import admin
-    from gateway.api import callouts, errors, health, openapi
+    from gateway.api import admin, callouts, errors, health, openapi
 
     errors.register_error_handlers(app)
     app.register_blueprint(callouts.bp)

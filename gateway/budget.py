@@ -2,25 +2,18 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import date, datetime, timedelta, timezone
-from zoneinfo import ZoneInfo
+from datetime import datetime
 
 from gateway.marketo import MarketoBudgetExhausted
+from gateway.marketo.quota import next_quota_reset, quota_day
 from gateway.store import Store, utcnow
 
-QUOTA_TIMEZONE = ZoneInfo("America/Chicago")  # Marketo's daily quota resets at midnight US Central
 # The sync may spend this share of the budget; the rest stays for live lookups when the mirror is stale.
 SYNC_SHARE = 0.8
 
 
-def quota_day(moment: datetime) -> date:
-    return moment.astimezone(QUOTA_TIMEZONE).date()
-
-
 def seconds_until_reset(moment: datetime) -> float:
-    local = moment.astimezone(QUOTA_TIMEZONE)
-    midnight = datetime.combine(local.date() + timedelta(days=1), datetime.min.time(), tzinfo=QUOTA_TIMEZONE)
-    return (midnight.astimezone(timezone.utc) - moment.astimezone(timezone.utc)).total_seconds()
+    return (next_quota_reset(moment) - moment).total_seconds()
 
 
 class CallBudget:

@@ -12,7 +12,9 @@ from dataclasses import dataclass
 
 from gateway.cache import TTLCache
 from gateway.config import GateConfig
-from gateway.decisions import ALLOW, DENY, CheckRequest, MessageResult, Verdict, decide
+from gateway.connection import CONNECTED_MESSAGE, describe_marketo_error
+from gateway.decisions import CheckRequest, MessageResult, Verdict, decide
+from gateway.domain import CheckedVia, Decision, ReasonCode
 from gateway.marketo import (
     MarketoAuthError,
     MarketoBudgetExhausted,
@@ -20,14 +22,18 @@ from gateway.marketo import (
     MarketoError,
     MarketoQuotaExceeded,
 )
+from gateway.marketo.interfaces import MarketoService
 from gateway.mirror import is_mirror_fresh
 from gateway.store import BlockedSendEntry, Settings, Store, SyncStatus
 
 log = logging.getLogger(__name__)
 
-CHECK_DISABLED = Verdict(ALLOW, "check_disabled", "setting")
-MIRROR_UNSUBSCRIBED = Verdict(DENY, "unsubscribed", "mirror")
-MIRROR_ALLOWED = Verdict(ALLOW, "allowed", "mirror")
+CHECK_DISABLED = Verdict(Decision.ALLOW, ReasonCode.CHECK_DISABLED, CheckedVia.SETTING)
+MIRROR_UNSUBSCRIBED = Verdict(Decision.DENY, ReasonCode.UNSUBSCRIBED, CheckedVia.MIRROR)
+MIRROR_ALLOWED = Verdict(Decision.ALLOW, ReasonCode.ALLOWED, CheckedVia.MIRROR)
+LIVE_UNSUBSCRIBED = Verdict(Decision.DENY, ReasonCode.UNSUBSCRIBED, CheckedVia.LIVE)
+LIVE_ALLOWED = Verdict(Decision.ALLOW, ReasonCode.ALLOWED, CheckedVia.LIVE)
+LIVE_NOT_IN_MARKETO = Verdict(Decision.ALLOW, ReasonCode.NOT_IN_MARKETO, CheckedVia.LIVE)
 # Leaves time, inside the caller's deadline, to write the log and answer after Marketo gives up.
 ANSWER_MARGIN = 0.25
 
@@ -44,9 +50,9 @@ def new_check_id() -> str:
 
 
 class CheckService:
-    def __init__(self, store: Store, marketo, cache: TTLCache, config: GateConfig):
+    def __init__(self, store: Store, marketo: MarketoService, cache: TTLCache, config: GateConfig):
         self.store = store
-        self.marketo = marketo  # a MarketoClient, or None when Marketo is not configured
+        self.marketo = marketo
         self.cache = cache
         self.config = config
         self._context: tuple[float, Settings, SyncStatus] | None = None
@@ -88,7 +94,7 @@ class CheckService:
             unsubscribed = self.store.unsubscribed_among(addresses)
             return {a: MIRROR_UNSUBSCRIBED if a in unsubscribed else MIRROR_ALLOWED for a in addresses}
         verdicts: dict[str, Verdict] = {
-            address: Verdict(cached.decision, cached.reason_code, "cache")
+            address: Verdict(cached.decision, cached.reason_code, CheckedVia.CACHE)
             for address, cached in self.cache.get_many(addresses).items()
         }
         missing = [address for address in addresses if address not in verdicts]
@@ -97,9 +103,8 @@ class CheckService:
         return verdicts
 
     def _ask_marketo(self, addresses: list[str], settings: Settings, deadline: float) -> dict[str, Verdict]:
-        policy = Verdict(DENY if self.failure_mode(settings) == "deny" else ALLOW, "unverified", "policy")
-        if self.marketo is None:
-            return dict.fromkeys(addresses, policy)
+        decision = Decision.DENY if self.failure_mode(settings) == Decision.DENY else Decision.ALLOW
+        policy = Verdict(decision, ReasonCode.UNVERIFIED, CheckedVia.POLICY)
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return dict.fromkeys(addresses, policy)
@@ -110,9 +115,9 @@ class CheckService:
             return dict.fromkeys(addresses, policy)
         live: dict[str, Verdict] = {}
         for address, unsubscribed in result.unsubscribed.items():
-            live[address] = Verdict(DENY, "unsubscribed", "live") if unsubscribed else Verdict(ALLOW, "allowed", "live")
+            live[address] = LIVE_UNSUBSCRIBED if unsubscribed else LIVE_ALLOWED
         for address in result.not_found:
-            live[address] = Verdict(ALLOW, "not_in_marketo", "live")
+            live[address] = LIVE_NOT_IN_MARKETO
         self.cache.put_many(live)
         self._note_connection(settings, result.failed)
         return {**live, **dict.fromkeys(result.failed, policy)}
@@ -128,28 +133,15 @@ class CheckService:
             self.store.record_marketo_status(True, CONNECTED_MESSAGE)
 
 
-CONNECTED_MESSAGE = "Connected to Marketo."
 # Failures that will not pass by retrying: the admin has to know.
 LASTING_FAILURES = (MarketoAuthError, MarketoConfigError, MarketoQuotaExceeded, MarketoBudgetExhausted)
-
-
-def describe_marketo_error(error: MarketoError) -> str:
-    if isinstance(error, MarketoAuthError):
-        return f"Marketo refused the client id and secret: {error.message}"
-    if isinstance(error, MarketoConfigError):
-        return f"Marketo denied access (check the API user's permissions and IP allow-list): {error.message}"
-    if isinstance(error, MarketoQuotaExceeded):
-        return f"Marketo's daily API quota is used up: {error.message}"
-    if isinstance(error, MarketoBudgetExhausted):
-        return f"The gate stopped calling Marketo: {error.message}"
-    return f"Marketo did not answer: {error.message}"
 
 
 def blocked_entries(check_id: str, request: CheckRequest, results: list[MessageResult]) -> list[BlockedSendEntry]:
     """One log row per address kept from a message: a denied message's culprits, a group send's dropped."""
     entries = []
     for message, result in zip(request.messages, results):
-        reasons = {r.email: r.reason_code for r in result.recipients if r.decision == DENY}
+        reasons = {r.email: r.reason_code for r in result.recipients if r.decision == Decision.DENY}
         for address in result.blocked:
             entries.append(
                 BlockedSendEntry(

@@ -23,7 +23,7 @@ import click
 import requests
 
 from gateway.config import database_url
-from gateway.decisions import SOURCES
+from gateway.domain import SOURCES
 from gateway.store import Store
 from gateway.store.db import make_engine, upgrade
 
@@ -96,6 +96,7 @@ def revoke_key(name: str) -> None:
 def worker(once: bool) -> None:
     from gateway import build_gate, configure_logging
     from gateway.config import load_config
+    from gateway.marketo.interfaces import NOT_CONFIGURED
     from gateway.worker import mirror_sync_for, run_worker
 
     configure_logging()
@@ -106,8 +107,8 @@ def worker(once: bool) -> None:
     if not once:
         run_worker(gate, stop)
         return
-    if gate.marketo is None:
-        raise click.ClickException("Marketo is not configured: set MARKETO_BASE_URL, MARKETO_CLIENT_ID, MARKETO_CLIENT_SECRET")
+    if not gate.config.marketo_configured:
+        raise click.ClickException(NOT_CONFIGURED)
     report = mirror_sync_for(gate, stop).run_once()
     if not report.ran:
         raise click.ClickException("another worker holds the sync lease; try again when it is done")

@@ -30,7 +30,6 @@ class ApiKeySpec:
 class GateConfig:
     database_url: str
     secret_key: str
-    demo: bool = False
     marketo_base_url: str | None = None
     marketo_client_id: str | None = None
     marketo_client_secret: str | None = None
@@ -183,7 +182,6 @@ def load_config(env=None) -> GateConfig:
     return GateConfig(
         database_url=database_url(env),
         secret_key=secret_key,
-        demo=demo,
         marketo_base_url=(env.get("MARKETO_BASE_URL") or "").rstrip("/") or None,
         marketo_client_id=env.get("MARKETO_CLIENT_ID") or None,
         marketo_client_secret=env.get("MARKETO_CLIENT_SECRET") or None,

@@ -8,14 +8,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-ALLOW, DENY = "allow", "deny"
-
-WORKFLOWS = ("plugin_send", "single_send", "campaign_send", "multi_select_send", "group_send")
-SOURCES = ("web", "salesforce", "outlook", "gmail")
-RECIPIENT_TYPES = ("to", "cc", "bcc")
+from gateway.domain import CheckedVia, Decision, ReasonCode, RecipientType, Source, Workflow
 
 # Which reason names a denied message when its recipients were blocked for different reasons.
-DENIAL_PRIORITY = ("unsubscribed", "invalid_address", "unverified")
+DENIAL_PRIORITY = (ReasonCode.UNSUBSCRIBED, ReasonCode.INVALID_ADDRESS, ReasonCode.UNVERIFIED)
 
 MAX_REASON_LENGTH = 500  # Outlook Smart Alerts shows at most this many characters
 NAMES_IN_REASON = 3
@@ -26,7 +22,7 @@ NAMES_BUDGET = 300  # characters of addresses in one reason, leaving room for th
 class Recipient:
     raw: str  # as the caller sent it
     email: str | None  # normalized address; None when it is not a valid address
-    type: str = "to"
+    type: RecipientType = RecipientType.TO
 
     @property
     def shown(self) -> str:
@@ -42,8 +38,8 @@ class Message:
 
 @dataclass(frozen=True)
 class CheckRequest:
-    source: str
-    workflow: str
+    source: Source
+    workflow: Workflow
     sender: str | None
     messages: tuple[Message, ...]
 
@@ -61,29 +57,29 @@ class CheckRequest:
 class Verdict:
     """What the resolution chain found for one address, and where it came from (`checked_via`)."""
 
-    decision: str
-    reason_code: str
-    checked_via: str
+    decision: Decision
+    reason_code: ReasonCode
+    checked_via: CheckedVia
 
 
-INVALID_ADDRESS = Verdict(DENY, "invalid_address", "validation")
+INVALID_ADDRESS = Verdict(Decision.DENY, ReasonCode.INVALID_ADDRESS, CheckedVia.VALIDATION)
 
 
 @dataclass(frozen=True)
 class RecipientResult:
     email: str
-    type: str
-    decision: str
-    reason_code: str
+    type: RecipientType
+    decision: Decision
+    reason_code: ReasonCode
     reason: str
-    checked_via: str
+    checked_via: CheckedVia
 
 
 @dataclass(frozen=True)
 class MessageResult:
     id: str | None
-    decision: str
-    reason_code: str
+    decision: Decision
+    reason_code: ReasonCode
     reason: str
     deliver_to: tuple[str, ...]
     blocked: tuple[str, ...]
@@ -91,7 +87,7 @@ class MessageResult:
 
 
 def decide(request: CheckRequest, verdicts: Mapping[str, Verdict]) -> list[MessageResult]:
-    decide_message = _decide_group_message if request.workflow == "group_send" else _decide_whole_message
+    decide_message = _decide_group_message if request.workflow == Workflow.GROUP_SEND else _decide_whole_message
     return [decide_message(message, verdicts) for message in request.messages]
 
 
@@ -115,55 +111,57 @@ def _recipient_results(message: Message, verdicts: Mapping[str, Verdict]) -> tup
 def _decide_whole_message(message: Message, verdicts: Mapping[str, Verdict]) -> MessageResult:
     """Plug-in, single, campaign and multi-select sends: one blocked recipient holds the whole message."""
     recipients = _recipient_results(message, verdicts)
-    blocked = [r for r in recipients if r.decision == DENY]
+    blocked = [r for r in recipients if r.decision == Decision.DENY]
     if blocked:
         reason_code, reason = _denial(blocked)
-        return MessageResult(message.id, DENY, reason_code, reason, (), _unique(r.email for r in blocked), recipients)
+        blocked_emails = _unique(r.email for r in blocked)
+        return MessageResult(message.id, Decision.DENY, reason_code, reason, (), blocked_emails, recipients)
     reason_code, reason = _approval(recipients, left_out=0)
-    return MessageResult(message.id, ALLOW, reason_code, reason, _unique(r.email for r in recipients), (), recipients)
+    deliver_to = _unique(r.email for r in recipients)
+    return MessageResult(message.id, Decision.ALLOW, reason_code, reason, deliver_to, (), recipients)
 
 
 def _decide_group_message(message: Message, verdicts: Mapping[str, Verdict]) -> MessageResult:
     """Group (bulk) sends drop blocked recipients and go on, unless nobody is left."""
     recipients = _recipient_results(message, verdicts)
-    blocked = _unique(r.email for r in recipients if r.decision == DENY)
-    deliver_to = _unique(r.email for r in recipients if r.decision == ALLOW)
+    blocked = _unique(r.email for r in recipients if r.decision == Decision.DENY)
+    deliver_to = _unique(r.email for r in recipients if r.decision == Decision.ALLOW)
     if not deliver_to:
         reason = "Not sent: no recipient of this group send can receive sales email (unsubscribed, invalid or unverified)."
-        return MessageResult(message.id, DENY, "no_recipients_left", reason, (), blocked, recipients)
+        return MessageResult(message.id, Decision.DENY, ReasonCode.NO_RECIPIENTS_LEFT, reason, (), blocked, recipients)
     reason_code, reason = _approval(recipients, left_out=len(blocked))
-    return MessageResult(message.id, ALLOW, reason_code, reason, deliver_to, blocked, recipients)
+    return MessageResult(message.id, Decision.ALLOW, reason_code, reason, deliver_to, blocked, recipients)
 
 
 def recipient_reason(address: str, verdict: Verdict) -> str:
     code = verdict.reason_code
-    if code == "unsubscribed":
+    if code == ReasonCode.UNSUBSCRIBED:
         text = f"{address} has unsubscribed from email in Marketo."
-    elif code == "invalid_address":
+    elif code == ReasonCode.INVALID_ADDRESS:
         text = f"{address!r} is not a valid email address."
-    elif code == "not_in_marketo":
+    elif code == ReasonCode.NOT_IN_MARKETO:
         text = f"{address} is not in Marketo, so nothing stops the send."
-    elif code == "check_disabled":
+    elif code == ReasonCode.CHECK_DISABLED:
         text = f"{address} was not checked: the Marketo unsubscribe check is turned off."
-    elif code == "unverified" and verdict.decision == DENY:
+    elif code == ReasonCode.UNVERIFIED and verdict.decision == Decision.DENY:
         text = f"{address} could not be checked because Marketo did not answer; the gate holds email it cannot check."
-    elif code == "unverified":
+    elif code == ReasonCode.UNVERIFIED:
         text = f"{address} could not be checked because Marketo did not answer; the gate's failure policy lets it through."
     else:
         text = f"{address} has not unsubscribed in Marketo."
     return _fit(text)
 
 
-def _denial(blocked: list[RecipientResult]) -> tuple[str, str]:
+def _denial(blocked: list[RecipientResult]) -> tuple[ReasonCode, str]:
     codes = {r.reason_code for r in blocked}
     reason_code = next(code for code in DENIAL_PRIORITY if code in codes)
     named = _unique(r.email for r in blocked if r.reason_code == reason_code)
     others = len(_unique(r.email for r in blocked)) - len(named)
     who = _name_list(named)
-    if reason_code == "unsubscribed":
+    if reason_code == ReasonCode.UNSUBSCRIBED:
         verb = "has" if len(named) == 1 else "have"
         text = f"Not sent: {who} {verb} unsubscribed from email in Marketo."
-    elif reason_code == "invalid_address":
+    elif reason_code == ReasonCode.INVALID_ADDRESS:
         noun = "is not a valid email address" if len(named) == 1 else "are not valid email addresses"
         text = f"Not sent: {who} {noun}."
     else:
@@ -173,12 +171,13 @@ def _denial(blocked: list[RecipientResult]) -> tuple[str, str]:
     return reason_code, _fit(text)
 
 
-def _approval(recipients: tuple[RecipientResult, ...], left_out: int) -> tuple[str, str]:
-    if recipients and all(r.reason_code == "check_disabled" for r in recipients if r.decision == ALLOW):
+def _approval(recipients: tuple[RecipientResult, ...], left_out: int) -> tuple[ReasonCode, str]:
+    allowed = [r for r in recipients if r.decision == Decision.ALLOW]
+    if recipients and all(r.reason_code == ReasonCode.CHECK_DISABLED for r in allowed):
         if left_out == 0:
-            return "check_disabled", "Allowed: the Marketo unsubscribe check is turned off."
-    delivered = len(_unique(r.email for r in recipients if r.decision == ALLOW))
-    unverified = len(_unique(r.email for r in recipients if r.decision == ALLOW and r.reason_code == "unverified"))
+            return ReasonCode.CHECK_DISABLED, "Allowed: the Marketo unsubscribe check is turned off."
+    delivered = len(_unique(r.email for r in allowed))
+    unverified = len(_unique(r.email for r in allowed if r.reason_code == ReasonCode.UNVERIFIED))
     if left_out:
         text = (
             f"Allowed: sending to {delivered} of {delivered + left_out} recipients; "
@@ -190,7 +189,7 @@ def _approval(recipients: tuple[RecipientResult, ...], left_out: int) -> tuple[s
         text = f"Allowed: none of the {delivered} recipients has unsubscribed in Marketo."
     if unverified:
         text += f" {unverified} could not be checked because Marketo did not answer; the failure policy allows them."
-    return "allowed", _fit(text)
+    return ReasonCode.ALLOWED, _fit(text)
 
 
 def _name_list(addresses: tuple[str, ...]) -> str:

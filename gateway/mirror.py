@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 
 from gateway.marketo import MarketoError, MarketoUnavailable
 from gateway.marketo.client import is_marketo_true
+from gateway.marketo.interfaces import MarketoService
 from gateway.store import LeaseLost, Store, SyncStatus, utcnow
 
 log = logging.getLogger(__name__)
@@ -61,7 +62,7 @@ class MirrorSync:
     def __init__(
         self,
         store: Store,
-        marketo,
+        marketo: MarketoService,
         *,
         load_from: datetime,
         export_poll_seconds: float,

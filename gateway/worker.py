@@ -7,7 +7,7 @@ import threading
 from sqlalchemy.exc import SQLAlchemyError
 
 from gateway import Gate
-from gateway.budget import quota_day
+from gateway.marketo.quota import quota_day
 from gateway.mirror import MirrorSync
 from gateway.store import DELIVERY_RETENTION, utcnow
 
@@ -29,7 +29,7 @@ def mirror_sync_for(gate: Gate, stop: threading.Event, owner: str | None = None)
 
 def run_worker(gate: Gate, stop: threading.Event, owner: str | None = None) -> None:
     """Sync every `GATEWAY_SYNC_INTERVAL` seconds (longer when the budget needs it) until `stop` is set."""
-    if gate.marketo is None:
+    if not gate.config.marketo_configured:
         log.error("Marketo is not configured: the worker has nothing to sync")
         return
     sync = mirror_sync_for(gate, stop, owner)

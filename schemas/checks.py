@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from marshmallow import RAISE, Schema, fields, post_load, validate
 
-from gateway.decisions import RECIPIENT_TYPES, SOURCES, CheckRequest, Message
+from gateway.decisions import CheckRequest, Message
+from gateway.domain import RECIPIENT_TYPES, SOURCES, RecipientType, Source
 from schemas.common import WorkflowField, recipient, sender_value, validate_sender
 
 
@@ -15,7 +16,7 @@ class RecipientSchema(Schema):
         required=True,
         metadata={"description": "An address, optionally as `Name <address>`. A malformed one denies that recipient."},
     )
-    type = fields.String(load_default="to", validate=validate.OneOf(RECIPIENT_TYPES))
+    type = fields.String(load_default=RecipientType.TO.value, validate=validate.OneOf(RECIPIENT_TYPES))
 
 
 class MessageSchema(Schema):
@@ -30,7 +31,7 @@ class CheckRequestSchema(Schema):
     class Meta:
         unknown = RAISE
 
-    source = fields.String(load_default="web", validate=validate.OneOf(SOURCES))
+    source = fields.String(load_default=Source.WEB.value, validate=validate.OneOf(SOURCES))
     workflow = WorkflowField
     sender = fields.String(load_default=None, allow_none=True, validate=validate_sender)
     messages = fields.List(fields.Nested(MessageSchema), required=True, validate=validate.Length(min=1))

@@ -6,7 +6,15 @@ from email.utils import parseaddr
 from email_validator import EmailNotValidError, validate_email
 from marshmallow import Schema, ValidationError, fields, validate
 
-from gateway.decisions import ALLOW, DENY, MAX_REASON_LENGTH, RECIPIENT_TYPES, WORKFLOWS, Recipient
+from gateway.decisions import MAX_REASON_LENGTH, Recipient
+from gateway.domain import (
+    CHECKED_VIA,
+    DECISIONS,
+    MESSAGE_REASON_CODES,
+    RECIPIENT_REASON_CODES,
+    RECIPIENT_TYPES,
+    WORKFLOWS,
+)
 
 MAX_ADDRESS_INPUT = 1000  # longer than any real "Name <address>"; never worth parsing
 
@@ -56,26 +64,19 @@ WorkflowField = fields.String(
 class RecipientResultSchema(Schema):
     email = fields.String(metadata={"description": "Normalized address, or the input as sent when it is not valid."})
     type = fields.String(validate=validate.OneOf(RECIPIENT_TYPES))
-    decision = fields.String(validate=validate.OneOf((ALLOW, DENY)))
-    reason_code = fields.String(
-        validate=validate.OneOf(
-            ("allowed", "unsubscribed", "invalid_address", "unverified", "check_disabled", "not_in_marketo")
-        )
-    )
+    decision = fields.String(validate=validate.OneOf(DECISIONS))
+    reason_code = fields.String(validate=validate.OneOf(RECIPIENT_REASON_CODES))
     reason = fields.String(validate=validate.Length(max=MAX_REASON_LENGTH),  # documents the answer (OpenAPI)
                            metadata={"description": "One sentence for a person, at most 500 characters."})
     checked_via = fields.String(
-        validate=validate.OneOf(("mirror", "cache", "live", "policy", "setting", "validation")),
+        validate=validate.OneOf(CHECKED_VIA),
         metadata={"description": "What answered for this address; `validation` when it is not a valid address."},
     )
 
 
-MESSAGE_REASON_CODES = ("allowed", "unsubscribed", "invalid_address", "unverified", "check_disabled", "no_recipients_left")
-
-
 class MessageResultSchema(Schema):
     id = fields.String(allow_none=True)
-    decision = fields.String(validate=validate.OneOf((ALLOW, DENY)))
+    decision = fields.String(validate=validate.OneOf(DECISIONS))
     reason_code = fields.String(validate=validate.OneOf(MESSAGE_REASON_CODES))
     reason = fields.String(validate=validate.Length(max=MAX_REASON_LENGTH),
                            metadata={"description": "One sentence for a person or the add-in's send dialog."})

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, post_load, validate, validates_schema
 
-from gateway.decisions import WORKFLOWS, CheckRequest, Message
+from gateway.decisions import CheckRequest, Message
+from gateway.domain import RECIPIENT_TYPES, WORKFLOWS, Source, Workflow
 from schemas.common import recipient, sender_value, validate_sender
 
 
@@ -26,8 +27,8 @@ class EmailClientCalloutSchema(Schema):
     class Meta:
         unknown = EXCLUDE
 
-    client = fields.String(required=True, validate=validate.OneOf(("outlook", "gmail")))
-    workflow = fields.String(load_default="plugin_send", validate=validate.OneOf(WORKFLOWS))
+    client = fields.String(required=True, validate=validate.OneOf((Source.OUTLOOK.value, Source.GMAIL.value)))
+    workflow = fields.String(load_default=Workflow.PLUGIN_SEND.value, validate=validate.OneOf(WORKFLOWS))
     sender = fields.String(load_default=None, allow_none=True, validate=validate_sender)
     to = _recipient_list("To recipients")
     cc = _recipient_list("Cc recipients")
@@ -43,7 +44,7 @@ class EmailClientCalloutSchema(Schema):
 
     @post_load
     def to_request(self, data, **_):
-        recipients = tuple(recipient(address, kind) for kind in ("to", "cc", "bcc") for address in data[kind])
+        recipients = tuple(recipient(address, kind) for kind in RECIPIENT_TYPES for address in data[kind])
         return CheckRequest(
             source=data["client"],
             workflow=data["workflow"],

@@ -8,9 +8,15 @@ from __future__ import annotations
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, post_load, validate, validates_schema
 
 from gateway.decisions import CheckRequest, Message
+from gateway.domain import RecipientType, Source
 from schemas.common import WorkflowField, recipient, sender_value
 
-ADDRESS_FIELDS = (("ToAddress", "to"), ("CcAddress", "cc"), ("BccAddress", "bcc"))
+# Plain strings (`.value`), as every schema loads callers' words: error messages quote them with repr().
+ADDRESS_FIELDS = (
+    ("ToAddress", RecipientType.TO.value),
+    ("CcAddress", RecipientType.CC.value),
+    ("BccAddress", RecipientType.BCC.value),
+)
 MAX_ADDRESS_FIELD = 32_000  # Salesforce's own limit on these fields is 4,000 characters
 
 
@@ -64,5 +70,5 @@ class SalesforceCalloutSchema(Schema):
             sender = sender_value(record["FromAddress"]) or data["userId"]
             messages.append(Message(id=record["Id"], recipients=recipients, sender=sender))
         return CheckRequest(
-            source="salesforce", workflow=data["workflow"], sender=data["userId"], messages=tuple(messages)
+            source=Source.SALESFORCE.value, workflow=data["workflow"], sender=data["userId"], messages=tuple(messages)
         )

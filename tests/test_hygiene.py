@@ -6,7 +6,8 @@ import logging
 
 import pytest
 
-from gateway.api.security import API_CSP, PAGE_FALLBACK_CSP, RedactSecrets
+from gateway.api.security import API_CSP, PAGE_FALLBACK_CSP
+from gateway.logs import RedactSecrets
 from gateway.config import ConfigError, load_config
 from tests.conftest import ADMIN, CALLER, CALLER_KEY
 

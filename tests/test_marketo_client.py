@@ -740,9 +740,7 @@ def test_secrets_and_emails_stay_out_of_logs_and_errors(marketo, make_client, ca
 
 # --- sync: helpers ---------------------------------------------------------------------------
 
-TYPES_URL = BASE + "/rest/v1/activities/types.json"
 PAGING_TOKEN_URL = BASE + "/rest/v1/activities/pagingtoken.json"
-ACTIVITIES_URL = BASE + "/rest/v1/activities.json"
 LEAD_CHANGES_URL = BASE + "/rest/v1/activities/leadchanges.json"
 EXPORT_ID = "ce45a7a1-f19d-4ce2-882c-a3c795940a7d"
 EXPORT_URL = BASE + "/bulk/v1/leads/export"
@@ -750,13 +748,6 @@ CREATE_URL = EXPORT_URL + "/create.json"
 ENQUEUE_URL = f"{EXPORT_URL}/{EXPORT_ID}/enqueue.json"
 STATUS_URL = f"{EXPORT_URL}/{EXPORT_ID}/status.json"
 FILE_URL = f"{EXPORT_URL}/{EXPORT_ID}/file.json"
-CANCEL_URL = f"{EXPORT_URL}/{EXPORT_ID}/cancel.json"
-ACTIVITY_TYPES = [
-    {"id": 1, "name": "Visit Webpage", "primaryAttribute": {"name": "Webpage ID", "dataType": "integer"}},
-    {"id": 9, "name": "Unsubscribe Email", "primaryAttribute": {"name": "Mailing ID", "dataType": "integer"}},
-    {"id": 12, "name": "New Lead"},
-    {"id": 13, "name": "Change Data Value", "primaryAttribute": {"name": "Attribute Name", "dataType": "integer"}},
-]
 
 
 def add_sync(marketo, method, url, body=None, *, params=None, json_body=None, token="tok-1", status=200, **more):
@@ -816,34 +807,7 @@ def vetoing(kinds, log, error=None):
     return on_call
 
 
-# --- sync: activity types and the activity stream ----------------------------------------------
-
-
-def test_activity_type_ids_maps_the_wanted_names(marketo, make_client):
-    add_token(marketo)
-    add_sync(marketo, responses.GET, TYPES_URL, ok(*ACTIVITY_TYPES))
-
-    ids = make_client().activity_type_ids(["Unsubscribe Email", "Change Data Value", "New Lead"], timeout=5)
-
-    assert ids == {"Unsubscribe Email": 9, "Change Data Value": 13, "New Lead": 12}
-    (request,) = sent(marketo, TYPES_URL)
-    assert request.method == "GET" and request.headers["Authorization"] == "Bearer tok-1"
-
-
-def test_a_missing_activity_type_is_a_request_error_naming_it(marketo, make_client):
-    add_token(marketo)
-    add_sync(marketo, responses.GET, TYPES_URL, ok(*ACTIVITY_TYPES[:2]))
-
-    with pytest.raises(MarketoRequestError) as raised:
-        make_client().activity_type_ids(["Unsubscribe Email", "Change Data Value"], timeout=5)
-
-    assert "Change Data Value" in raised.value.message
-    assert "Unsubscribe Email" not in raised.value.message
-
-
-def test_no_activity_types_wanted_sends_nothing(marketo, make_client):
-    assert make_client().activity_type_ids([], timeout=5) == {}
-    assert len(marketo.calls) == 0
+# --- sync: the activity stream ----------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -878,57 +842,33 @@ def test_paging_token_without_a_next_page_token_is_a_request_error(marketo, make
         make_client().paging_token(datetime(2026, 11, 1, tzinfo=timezone.utc), timeout=5)
 
 
-def test_activities_page_is_one_exact_request(marketo, make_client):
+def test_lead_changes_page_without_result_is_empty(marketo, make_client):
     add_token(marketo)
     add_sync(
         marketo,
         responses.GET,
-        ACTIVITIES_URL,
-        ok(activity(1, 100), activity(2, 101, type_id=13), nextPageToken="P2", moreResult=True),
-        params={"nextPageToken": "P1", "activityTypeIds": "9,13", "batchSize": "300"},
-    )
-
-    page = make_client().activities_page("P1", [9, 13, 9], timeout=5)
-
-    assert page == ActivityPage(
-        activities=(activity(1, 100), activity(2, 101, type_id=13)), next_page_token="P2", more_result=True
-    )
-
-
-def test_activities_page_without_result_is_empty(marketo, make_client):
-    add_token(marketo)
-    add_sync(
-        marketo,
-        responses.GET,
-        ACTIVITIES_URL,
+        LEAD_CHANGES_URL,
         ok(nextPageToken="P2", moreResult=False),
-        params={"nextPageToken": "P1", "activityTypeIds": "9", "batchSize": "300"},
+        params={"nextPageToken": "P1", "fields": "unsubscribed", "batchSize": "300"},
     )
 
-    page = make_client().activities_page("P1", [9], timeout=5)
+    page = make_client().lead_changes_page("P1", ["unsubscribed"], timeout=5)
 
     assert page == ActivityPage(activities=(), next_page_token="P2", more_result=False)
 
 
-def test_activities_page_without_next_page_token_is_a_request_error(marketo, make_client):
+def test_lead_changes_page_without_next_page_token_is_a_request_error(marketo, make_client):
     add_token(marketo)
     add_sync(
         marketo,
         responses.GET,
-        ACTIVITIES_URL,
+        LEAD_CHANGES_URL,
         ok(activity(1, 100), moreResult=False),
-        params={"nextPageToken": "P1", "activityTypeIds": "9", "batchSize": "300"},
+        params={"nextPageToken": "P1", "fields": "unsubscribed", "batchSize": "300"},
     )
 
     with pytest.raises(MarketoRequestError):
-        make_client().activities_page("P1", [9], timeout=5)
-
-
-@pytest.mark.parametrize("type_ids", [[], list(range(1, 12))], ids=["none", "eleven"])
-def test_activities_page_takes_one_to_ten_types(marketo, make_client, type_ids):
-    with pytest.raises(ValueError):
-        make_client().activities_page("P1", type_ids, timeout=5)
-    assert len(marketo.calls) == 0
+        make_client().lead_changes_page("P1", ["unsubscribed"], timeout=5)
 
 
 def test_lead_changes_page_is_one_exact_request(marketo, make_client):
@@ -1090,14 +1030,6 @@ def test_lead_export_status_without_result_is_a_request_error(marketo, make_clie
         make_client().lead_export_status(EXPORT_ID, timeout=5)
 
 
-def test_cancel_lead_export_posts_cancel(marketo, make_client):
-    add_token(marketo)
-    add_sync(marketo, responses.POST, CANCEL_URL, ok(export_job("Cancelled")))
-
-    assert make_client().cancel_lead_export(EXPORT_ID, timeout=5) is None
-    assert [r.method for r in sent(marketo, CANCEL_URL)] == ["POST"]
-
-
 def test_export_ids_stay_inside_their_path_segment(marketo, make_client):
     add_token(marketo)
     marketo.add(responses.GET, EXPORT_URL + "/..%2Fx%3Fy/status.json", json=ok(export_job()))
@@ -1201,13 +1133,13 @@ def test_a_failing_file_server_is_retried(marketo, make_client, fake_time):
 
 @pytest.mark.parametrize("code", ["601", "602"])
 def test_sync_renews_a_rejected_token_once(marketo, make_client, on_call_log, code):
-    params = {"nextPageToken": "P1", "activityTypeIds": "9", "batchSize": "300"}
+    params = {"nextPageToken": "P1", "fields": "unsubscribed", "batchSize": "300"}
     add_token(marketo, token="tok-1")
-    add_sync(marketo, responses.GET, ACTIVITIES_URL, marketo_error(code), params=params, token="tok-1")
+    add_sync(marketo, responses.GET, LEAD_CHANGES_URL, marketo_error(code), params=params, token="tok-1")
     add_token(marketo, token="tok-2")
-    add_sync(marketo, responses.GET, ACTIVITIES_URL, ok(nextPageToken="P2"), params=params, token="tok-2")
+    add_sync(marketo, responses.GET, LEAD_CHANGES_URL, ok(nextPageToken="P2"), params=params, token="tok-2")
 
-    page = make_client().activities_page("P1", [9], timeout=5)
+    page = make_client().lead_changes_page("P1", ["unsubscribed"], timeout=5)
 
     assert page.next_page_token == "P2"
     assert on_call_log == ["token", "sync", "token", "sync"]
@@ -1243,21 +1175,21 @@ def test_sync_gives_up_at_its_deadline(marketo, make_client, fake_time):
 )
 def test_sync_errors_that_are_not_retried(marketo, make_client, fake_time, code, expected):
     add_token(marketo)
-    add_sync(marketo, responses.GET, TYPES_URL, marketo_error(code))
+    add_sync(marketo, responses.GET, STATUS_URL, marketo_error(code))
 
     with pytest.raises(expected):
-        make_client().activity_type_ids(["Unsubscribe Email"], timeout=5)
-    assert len(sent(marketo, TYPES_URL)) == 1
+        make_client().lead_export_status(EXPORT_ID, timeout=5)
+    assert len(sent(marketo, STATUS_URL)) == 1
     assert fake_time.sleeps == []
 
 
 def test_quota_exhausted_by_sync_stops_lookups_too(marketo, make_client):
     add_token(marketo)
-    add_sync(marketo, responses.GET, TYPES_URL, marketo_error("607"))
+    add_sync(marketo, responses.GET, STATUS_URL, marketo_error("607"))
     client = make_client()
 
     with pytest.raises(MarketoQuotaExceeded):
-        client.activity_type_ids(["New Lead"], timeout=5)
+        client.lead_export_status(EXPORT_ID, timeout=5)
     assert client.quota_exhausted_until == datetime(2026, 11, 27, 6, 0, tzinfo=timezone.utc)
     assert isinstance(client.lookup_emails(["a@x.com"], timeout=5).failed["a@x.com"], MarketoQuotaExceeded)
     with pytest.raises(MarketoQuotaExceeded):
@@ -1267,45 +1199,39 @@ def test_quota_exhausted_by_sync_stops_lookups_too(marketo, make_client):
 
 def test_sync_requests_have_their_own_timeout_capped_by_the_time_left(marketo, make_client):
     add_token(marketo)
-    add_sync(marketo, responses.GET, TYPES_URL, ok(*ACTIVITY_TYPES))
-    add_sync(marketo, responses.GET, TYPES_URL, ok(*ACTIVITY_TYPES))
+    add_sync(marketo, responses.GET, STATUS_URL, ok(export_job()))
+    add_sync(marketo, responses.GET, STATUS_URL, ok(export_job()))
     client = make_client(request_timeout=2.0, sync_request_timeout=10.0)
 
-    client.activity_type_ids(["New Lead"], timeout=30)
-    client.activity_type_ids(["New Lead"], timeout=4)
+    client.lead_export_status(EXPORT_ID, timeout=30)
+    client.lead_export_status(EXPORT_ID, timeout=4)
 
     assert [call.request.req_kwargs["timeout"] for call in marketo.calls] == [2.0, 10.0, 4.0]
 
 
 def test_every_sync_request_is_counted_as_sync(marketo, make_client, on_call_log):
     add_token(marketo)
-    add_sync(marketo, responses.GET, TYPES_URL, ok(*ACTIVITY_TYPES))
-    add_sync(marketo, responses.GET, PAGING_TOKEN_URL, ok(nextPageToken="P1"), params={"sinceDatetime": "2026-11-01T00:00:00Z"})
-    add_sync(marketo, responses.GET, ACTIVITIES_URL, ok(nextPageToken="P2"), params={"nextPageToken": "P1", "activityTypeIds": "9", "batchSize": "300"})
+    add_sync(marketo, responses.GET, PAGING_TOKEN_URL, ok(nextPageToken="P2"), params={"sinceDatetime": "2026-11-01T00:00:00Z"})
     add_sync(marketo, responses.GET, LEAD_CHANGES_URL, ok(nextPageToken="P3"), params={"nextPageToken": "P2", "fields": "unsubscribed", "batchSize": "300"})
     add_sync(marketo, responses.GET, LEADS_URL, found(), params=by_id_params([5]))
     add_sync(marketo, responses.POST, CREATE_URL, ok(export_job()))
     add_sync(marketo, responses.POST, ENQUEUE_URL, ok(export_job("Queued")))
     add_sync(marketo, responses.GET, STATUS_URL, ok(export_job("Completed")))
     add_file(marketo, b"id\n5\n")
-    add_sync(marketo, responses.POST, CANCEL_URL, ok(export_job("Cancelled")))
     add_lookup(marketo, ["a@x.com"])
     client = make_client()
     since = datetime(2026, 11, 1, tzinfo=timezone.utc)
 
-    client.activity_type_ids(["Unsubscribe Email"])
-    client.activities_page(client.paging_token(since), [9])
-    client.lead_changes_page("P2", ["unsubscribed"])
+    client.lead_changes_page(client.paging_token(since), ["unsubscribed"])
     client.leads_by_id([5])
     client.create_lead_export(["id"], since, THANKSGIVING_2026)
     client.enqueue_lead_export(EXPORT_ID)
     client.lead_export_status(EXPORT_ID)
     list(client.lead_export_rows(EXPORT_ID))
-    client.cancel_lead_export(EXPORT_ID)
     client.lookup_emails(["a@x.com"], timeout=5)
 
-    assert on_call_log == ["token"] + ["sync"] * 10 + ["lookup"]
-    assert client.calls == {"token": 1, "sync": 10, "lookup": 1}
+    assert on_call_log == ["token"] + ["sync"] * 7 + ["lookup"]
+    assert client.calls == {"token": 1, "sync": 7, "lookup": 1}
 
 
 
@@ -1330,10 +1256,10 @@ def test_a_vetoed_sync_request_is_not_sent_counted_or_retried(marketo, make_clie
     client = make_client(on_call=vetoing({"sync"}, asked))
 
     with pytest.raises(MarketoBudgetExhausted):
-        client.activities_page("P1", [9], timeout=5)
+        client.lead_changes_page("P1", ["unsubscribed"], timeout=5)
 
     assert asked == ["token", "sync"]
-    assert sent(marketo, ACTIVITIES_URL) == []
+    assert sent(marketo, LEAD_CHANGES_URL) == []
     assert client.calls == {"token": 1}
     assert fake_time.sleeps == []
 

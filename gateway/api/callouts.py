@@ -1,16 +1,17 @@
 """The three pre-send callouts. Each caller's schema turns its shape into one CheckRequest; one path decides."""
 from __future__ import annotations
 
-import json
 import time
 
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, current_app, jsonify
 from marshmallow import Schema
 
 from gateway.api.auth import authorize_source, require
 from gateway.api.errors import ApiError
+from gateway.api.shared import json_body
 from gateway.checks import CheckOutcome
 from gateway.decisions import CheckRequest
+from gateway.domain import Source
 from schemas.checks import CheckRequestSchema
 from schemas.common import CheckAnswerSchema, MessageResultSchema
 from schemas.email_client import EmailClientCalloutSchema
@@ -23,15 +24,6 @@ salesforce_schema = SalesforceCalloutSchema()
 email_client_schema = EmailClientCalloutSchema()
 answer_schema = CheckAnswerSchema()
 message_result_schema = MessageResultSchema()
-
-
-def json_body():
-    if request.mimetype != "application/json":
-        raise ApiError(415, "unsupported_media_type", "Send the body as application/json.")
-    try:
-        return json.loads(request.get_data(cache=True))
-    except (ValueError, RecursionError):
-        raise ApiError(400, "invalid_json", "The body is not valid JSON.") from None
 
 
 def load_check(schema: Schema) -> CheckRequest:
@@ -51,21 +43,21 @@ def run_check(schema: Schema) -> CheckOutcome:
 
 
 @bp.post("/v1/checks")
-@require("caller", sources=("web",))
+@require("caller", sources=(Source.WEB.value,))
 def generic_check():
     outcome = run_check(check_request_schema)
     return jsonify(answer_schema.dump(outcome))
 
 
 @bp.post("/v1/hooks/salesforce")
-@require("caller", sources=("salesforce",))
+@require("caller", sources=(Source.SALESFORCE.value,))
 def salesforce_callout():
     outcome = run_check(salesforce_schema)
     return jsonify(answer_schema.dump(outcome))
 
 
 @bp.post("/v1/hooks/email-client")
-@require("caller", sources=("outlook", "gmail"))
+@require("caller", sources=(Source.OUTLOOK.value, Source.GMAIL.value))
 def email_client_callout():
     outcome = run_check(email_client_schema)
     (result,) = outcome.results

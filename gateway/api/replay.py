@@ -16,6 +16,7 @@ from flask import current_app, make_response, request
 from sqlalchemy.exc import SQLAlchemyError
 
 from gateway.api.errors import ApiError
+from gateway.domain import DeliveryState
 
 log = logging.getLogger(__name__)
 
@@ -31,15 +32,15 @@ def deliver_once(key_id: int, webhook_id: str, produce: Callable[[], object]):
     store = current_app.extensions["gate"].store
     request_hash = hashlib.sha256(request.path.encode() + b"\n" + request.get_data(cache=True)).hexdigest()
     claim = store.claim_delivery(key_id, webhook_id, request_hash, stale_after=DELIVERY_STALE_AFTER)
-    if claim.state == "done":
+    if claim.state == DeliveryState.DONE:
         response = current_app.response_class(claim.body, status=claim.status, mimetype="application/json")
         response.headers[REPLAY_HEADER] = "true"
         return response
-    if claim.state == "in_progress":
+    if claim.state == DeliveryState.IN_PROGRESS:
         raise ApiError(409, "delivery_in_progress",
                        "A delivery with this webhook-id is being answered right now; retry shortly.",
                        headers={"Retry-After": IN_PROGRESS_RETRY_AFTER})
-    if claim.state == "mismatch":
+    if claim.state == DeliveryState.MISMATCH:
         raise ApiError(409, "webhook_id_reused",
                        "This webhook-id was already used for a different request; give every delivery its own id.")
     try:

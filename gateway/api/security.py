@@ -152,30 +152,6 @@ def retry_after_seconds(limit: RequestLimit | None) -> int:
     return max(1, math.ceil(reset_at - time.time()))
 
 
-# --- logs ---------------------------------------------------------------------------------------------------
-
-SECRET_IN_URL = re.compile(r"((?:client_secret|access_token)=)[^&\s\"']+", re.IGNORECASE)
-
-
-class RedactSecrets(logging.Filter):
-    """urllib3 logs each request line at DEBUG, and Marketo's identity call carries the client secret in its
-    query string: the secret (and any access_token) is replaced before the record reaches a handler."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        redacted = SECRET_IN_URL.sub(r"\1[redacted]", message)
-        if redacted != message:
-            record.msg, record.args = redacted, None
-        return True
-
-
-def redact_secrets_in_logs() -> None:
-    """Idempotent; called wherever a Marketo client is built (the web app and the worker)."""
-    logger = logging.getLogger("urllib3.connectionpool")
-    if not any(isinstance(existing, RedactSecrets) for existing in logger.filters):
-        logger.addFilter(RedactSecrets())
-
-
 # --- headers ------------------------------------------------------------------------------------------------
 
 

@@ -1,4 +1,5 @@
-"""Marketo Engage REST client (its simulator is gateway.simulators.marketo).
+"""Marketo Engage: what the gate uses of it (interfaces.py) and the REST client (its simulator is
+gateway.simulators.marketo).
 
 This package knows Marketo's protocol and nothing of the gate's decisions or
 of HTTP requests made to the gate.
@@ -8,6 +9,7 @@ from gateway.marketo.errors import (
     MarketoBudgetExhausted,
     MarketoConfigError,
     MarketoError,
+    MarketoNotConfigured,
     MarketoQuotaExceeded,
     MarketoRequestError,
     MarketoUnavailable,
@@ -18,6 +20,7 @@ __all__ = [
     "MarketoBudgetExhausted",
     "MarketoConfigError",
     "MarketoError",
+    "MarketoNotConfigured",
     "MarketoQuotaExceeded",
     "MarketoRequestError",
     "MarketoUnavailable",

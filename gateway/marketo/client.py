@@ -15,11 +15,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
-from datetime import time as time_of_day
+from datetime import datetime, timezone
 from typing import Callable, Iterable, Iterator, Sequence
 from urllib.parse import quote
-from zoneinfo import ZoneInfo
 
 import requests
 
@@ -31,6 +29,8 @@ from gateway.marketo.errors import (
     MarketoRequestError,
     MarketoUnavailable,
 )
+from gateway.marketo.interfaces import ActivityPage, LookupResult
+from gateway.marketo.quota import next_quota_reset
 
 logger = logging.getLogger(__name__)
 
@@ -38,13 +38,9 @@ PROBE_EMAIL = "connection-test@gateway.invalid"
 MAX_BATCH_SIZE = 300
 MAX_URL_LENGTH = 8000
 
-MAX_ACTIVITY_TYPES = 10  # activityTypeIds a single activities.json request may name
-
 _IDENTITY_PATH = "/identity/oauth/token"
 _LEADS_PATH = "/rest/v1/leads.json"
-_ACTIVITY_TYPES_PATH = "/rest/v1/activities/types.json"
 _PAGING_TOKEN_PATH = "/rest/v1/activities/pagingtoken.json"
-_ACTIVITIES_PATH = "/rest/v1/activities.json"
 _LEAD_CHANGES_PATH = "/rest/v1/activities/leadchanges.json"
 _LEAD_EXPORT_PATH = "/bulk/v1/leads/export"
 _LEAD_FIELDS = "email,unsubscribed"
@@ -55,7 +51,6 @@ _MAX_BACK_OFF = 2.0
 _BACK_OFF_JITTER = 0.1  # up to +10 %, so batches that failed together do not retry in lockstep
 _HANG_GRACE = 0.5  # seconds past the deadline to wait for a request that ignores its timeout
 _FILE_CHUNK = 64 * 1024  # bytes read at a time from an export file
-_QUOTA_TIMEZONE = ZoneInfo("America/Chicago")  # Marketo resets the daily quota at 00:00 US Central
 
 _TOKEN_REJECTED_CODES = frozenset({"601", "602"})
 _TRANSIENT_CODES = frozenset({"604", "606", "608", "611", "615", "713"})
@@ -65,24 +60,6 @@ _TOO_MANY_MATCHES_CODE = "1003"
 # Bulk export queue or daily export quota full: it frees up in minutes or at the reset, not within
 # one call's deadline, so it is reported as unavailable without being retried.
 _EXPORT_QUEUE_FULL_CODE = "1029"
-
-
-@dataclass(frozen=True)
-class LookupResult:
-    """What Marketo said about each requested email; every email is in exactly one field."""
-
-    unsubscribed: dict[str, bool]  # emails Marketo has -> True if any of their leads unsubscribed
-    not_found: frozenset[str]  # emails Marketo has no lead for
-    failed: dict[str, MarketoError]  # emails whose batch could not be answered, with why
-
-
-@dataclass(frozen=True)
-class ActivityPage:
-    """One page of the activity stream: activities.json or leadchanges.json."""
-
-    activities: tuple[dict, ...]
-    next_page_token: str  # where the next page starts; also where to resume after the last one
-    more_result: bool  # Marketo has more right now; a short page can still have more
 
 
 class _TokenRejected(MarketoAuthError):
@@ -134,7 +111,7 @@ class _BatchAnswer:
 
 
 class MarketoClient:
-    """Talks to Marketo within deadlines, sharing one token and one session.
+    """Talks to Marketo within deadlines, sharing one token and one session: the real MarketoService.
 
     Every request goes through `_request` (one request with its retries); `on_call(kind)` is
     told of each request before it is sent ("token", "lookup" or "sync") and may veto it by
@@ -224,22 +201,6 @@ class MarketoClient:
     # --- public interface: incremental sync from the activity stream -----------------------
     # Each method raises the MarketoError that stopped it; `timeout` bounds the whole call.
 
-    def activity_type_ids(self, names: Iterable[str], *, timeout: float = 30.0) -> dict[str, int]:
-        """The ids of the named activity types ("Unsubscribe Email", ...), which vary by subscription."""
-        wanted = list(dict.fromkeys(names))
-        if not wanted:
-            return {}
-        body = self._request(_SYNC, "GET", _ACTIVITY_TYPES_PATH, _Deadline(self._clock, timeout))
-        ids: dict[str, int] = {}
-        for activity_type in _result_page(body):
-            name, type_id = activity_type.get("name"), activity_type.get("id")
-            if isinstance(name, str) and _is_integer(type_id):
-                ids.setdefault(name, type_id)
-        missing = [name for name in wanted if name not in ids]
-        if missing:
-            raise MarketoRequestError(f"Marketo has no activity type named {', '.join(map(repr, missing))}")
-        return {name: ids[name] for name in wanted}
-
     def paging_token(self, since: datetime, *, timeout: float = 30.0) -> str:
         """A page token for the activities since `since` (a naive datetime is taken as UTC)."""
         body = self._request(
@@ -250,15 +211,6 @@ class MarketoClient:
             params={"sinceDatetime": _iso_utc(since)},
         )
         return _next_page_token(body)
-
-    def activities_page(self, page_token: str, type_ids: Sequence[int], *, timeout: float = 30.0) -> ActivityPage:
-        """One page (≤ 300) of the activities of 1 to 10 types, from `page_token` on."""
-        wanted = list(dict.fromkeys(type_ids))
-        if not 1 <= len(wanted) <= MAX_ACTIVITY_TYPES or not all(_is_integer(type_id) for type_id in wanted):
-            raise ValueError(f"activities_page takes 1 to {MAX_ACTIVITY_TYPES} integer activity type ids")
-        return self._activity_page(
-            _ACTIVITIES_PATH, page_token, {"activityTypeIds": ",".join(map(str, wanted))}, timeout
-        )
 
     def lead_changes_page(self, page_token: str, fields: Sequence[str], *, timeout: float = 30.0) -> ActivityPage:
         """One page (≤ 300) of the changes to these lead fields (and new leads), from `page_token` on."""
@@ -321,9 +273,6 @@ class MarketoClient:
         job = _first_result(body, "export job")
         _string_field(job, "status", "export job")
         return job
-
-    def cancel_lead_export(self, export_id: str, *, timeout: float = 30.0) -> None:
-        self._request(_SYNC, "POST", _export_path(export_id, "cancel"), _Deadline(self._clock, timeout))
 
     def lead_export_rows(self, export_id: str, *, timeout: float = 120.0) -> Iterator[dict[str, str]]:
         """The rows of a completed export's CSV file (column name -> text, "" when empty), streamed.
@@ -700,23 +649,13 @@ class _ResponseBytes(io.RawIOBase):
         return size
 
 
-def next_quota_reset(moment: datetime) -> datetime:
-    """The first 00:00 US Central after `moment` (aware), as an aware UTC datetime."""
-    local_date = moment.astimezone(_QUOTA_TIMEZONE).date()
-    midnight = datetime.combine(local_date + timedelta(days=1), time_of_day(0), tzinfo=_QUOTA_TIMEZONE)
-    return midnight.astimezone(timezone.utc)
-
-
-def _leads_params(emails: list[str], page_token: str | None = None) -> dict[str, str]:
-    params = {
+def _leads_params(emails: list[str]) -> dict[str, str]:
+    return {
         "filterType": "email",
         "filterValues": ",".join(emails),
         "fields": _LEAD_FIELDS,
         "batchSize": str(MAX_BATCH_SIZE),
     }
-    if page_token:
-        params["nextPageToken"] = page_token
-    return params
 
 
 def _unsubscribed_flags(emails: list[str], leads: list[dict]) -> dict[str, bool]:

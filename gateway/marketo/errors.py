@@ -30,6 +30,10 @@ class MarketoConfigError(MarketoError):
     """603 access denied, or Marketo is not configured at all."""
 
 
+class MarketoNotConfigured(MarketoConfigError):
+    """The gate has no Marketo to call (interfaces.UnconfiguredMarketo); its message says what to set."""
+
+
 class MarketoRequestError(MarketoError):
     """609/610/612/1003 and other errors that mean the request itself was wrong."""
 

@@ -13,7 +13,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from gateway.decisions import SOURCES
+from gateway.domain import SOURCES, DeliveryState
 from gateway.store.models import (
     ApiKey,
     BlockedSend,
@@ -130,12 +130,11 @@ class NewKey:
 class DeliveryClaim:
     """The outcome of claiming a signed callout's webhook-id.
 
-    state: `claimed` (run the check, then complete or release), `done` (answer `status`, `body` again),
-    `in_progress` (another request holds it), `mismatch` (the id was used for a different request).
+    state: see DeliveryState; `status` and `body` are the kept answer of a `done` delivery.
     """
 
     id: int | None
-    state: str
+    state: DeliveryState
     status: int | None = None
     body: str | None = None
 
@@ -184,10 +183,6 @@ class Store:
     def mirror_size(self) -> int:
         with self.session() as session:
             return session.scalar(select(func.count()).select_from(MirrorUnsubscribe))
-
-    def mirror_emails(self) -> set[str]:
-        with self.session() as session:
-            return set(session.scalars(select(MirrorUnsubscribe.email)))
 
     def apply_mirror_changes(self, owner: str, *, unsubscribed: Sequence[str] = (), subscribed: Sequence[str] = (),
                              state: dict | None = None) -> None:
@@ -382,7 +377,7 @@ class Store:
                                           created_at=now)
                     session.add(row)
                     session.flush()
-                    return DeliveryClaim(row.id, "claimed")
+                    return DeliveryClaim(row.id, DeliveryState.CLAIMED)
             except IntegrityError:
                 pass  # the id is claimed already: see by whom and how far it got
             with self.session.begin() as session:
@@ -391,9 +386,9 @@ class Store:
                 if row is None:
                     continue  # released between our insert and this read: claim it again
                 if row.request_hash != request_hash:
-                    return DeliveryClaim(row.id, "mismatch")
+                    return DeliveryClaim(row.id, DeliveryState.MISMATCH)
                 if row.status is not None:
-                    return DeliveryClaim(row.id, "done", row.status, row.response_body)
+                    return DeliveryClaim(row.id, DeliveryState.DONE, row.status, row.response_body)
                 taken = session.execute(
                     update(WebhookDelivery)
                     .where(WebhookDelivery.id == row.id, WebhookDelivery.status.is_(None),
@@ -401,8 +396,8 @@ class Store:
                     .values(created_at=now)
                     .execution_options(synchronize_session=False)  # SQLite's naive datetimes can't be evaluated here
                 ).rowcount
-                return DeliveryClaim(row.id, "claimed" if taken == 1 else "in_progress")
-        return DeliveryClaim(None, "in_progress")
+                return DeliveryClaim(row.id, DeliveryState.CLAIMED if taken == 1 else DeliveryState.IN_PROGRESS)
+        return DeliveryClaim(None, DeliveryState.IN_PROGRESS)
 
     def complete_delivery(self, delivery_id: int, status: int, body: str) -> None:
         with self.session.begin() as session:

@@ -6,23 +6,11 @@ import threading
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime
 from typing import Any
 
+from gateway.marketo.quota import quota_day
 from gateway.simulators.marketo.protocol import ERROR_MESSAGES, fmt_number
-
-try:  # Marketo's daily quota resets at 12:00 AM US Central.
-    from zoneinfo import ZoneInfo
-
-    _QUOTA_TZ: Any = ZoneInfo("America/Chicago")
-except Exception:  # pragma: no cover - no tz database at all
-    _QUOTA_TZ = timezone(timedelta(hours=-6))
-
-
-def quota_day(now: datetime) -> date:
-    """The Marketo quota day ``now`` falls in: the one place the simulator computes it."""
-    return now.astimezone(_QUOTA_TZ).date()
-
 
 @dataclass
 class Fault:

@@ -8,11 +8,11 @@ from datetime import timedelta
 from flask import Blueprint, Response, current_app, g, jsonify, request, stream_with_context
 
 from gateway.api.auth import require
-from gateway.api.callouts import json_body
 from gateway.api.errors import ApiError
-from gateway.checks import CONNECTED_MESSAGE, describe_marketo_error
-from gateway.marketo import MarketoError
-from gateway.budget import quota_day
+from gateway.api.shared import json_body
+from gateway.connection import check_marketo_connection
+from gateway.marketo.interfaces import NOT_CONFIGURED
+from gateway.marketo.quota import quota_day
 from gateway.mirror import is_mirror_fresh
 from gateway.store import Settings, utcnow
 from schemas.admin import (
@@ -29,7 +29,6 @@ bp = Blueprint("admin", __name__, url_prefix="/v1/admin")
 
 STATUS_MAX_AGE = timedelta(minutes=5)  # how stale a shown connection status may be before it is tested again
 DEFAULT_PAGE = 50
-NOT_CONFIGURED = "Marketo is not configured: set MARKETO_BASE_URL, MARKETO_CLIENT_ID and MARKETO_CLIENT_SECRET."
 CSV_COLUMNS = ("at", "check_id", "source", "workflow", "sender", "recipient", "reason_code", "message_id")
 
 settings_schema = SettingsSchema()
@@ -44,31 +43,22 @@ def _gate():
     return current_app.extensions["gate"]
 
 
-def test_marketo_connection() -> tuple[bool, str]:
-    """Ask Marketo for a token and one lookup; remember the outcome for the settings page."""
+def check_connection() -> tuple[bool, str]:
     gate = _gate()
-    if gate.marketo is None:
-        connected, message = False, NOT_CONFIGURED
-    else:
-        try:
-            gate.marketo.check_connection(timeout=gate.config.check_timeout)
-            connected, message = True, CONNECTED_MESSAGE
-        except MarketoError as error:
-            connected, message = False, describe_marketo_error(error)
-    gate.store.record_marketo_status(connected, message)
-    return connected, message
+    return check_marketo_connection(gate.marketo, gate.store, timeout=gate.config.check_timeout)
 
 
 def settings_answer(settings: Settings) -> dict:
     gate = _gate()
+    configured = gate.config.marketo_configured
     return settings_schema.dump(
         {
             "marketo_check_enabled": settings.marketo_check_enabled,
             "failure_mode": gate.checks.failure_mode(settings),
             "marketo": {
-                "configured": gate.marketo is not None,
+                "configured": configured,
                 "connected": settings.marketo_connected,
-                "message": settings.marketo_message or ("Not tested yet." if gate.marketo else NOT_CONFIGURED),
+                "message": settings.marketo_message or ("Not tested yet." if configured else NOT_CONFIGURED),
                 "checked_at": settings.marketo_checked_at,
             },
             "updated_at": settings.updated_at,
@@ -82,7 +72,7 @@ def settings_answer(settings: Settings) -> dict:
 def get_settings():
     settings = _gate().store.settings()
     if settings.marketo_checked_at is None or utcnow() - settings.marketo_checked_at > STATUS_MAX_AGE:
-        test_marketo_connection()
+        check_connection()
         settings = _gate().store.settings()
     return jsonify(settings_answer(settings))
 
@@ -92,7 +82,7 @@ def get_settings():
 def patch_settings():
     changes = patch_schema.load(json_body())
     if changes.get("marketo_check_enabled"):
-        connected, message = test_marketo_connection()
+        connected, message = check_connection()
         if not connected:
             raise ApiError(409, "marketo_not_connected", f"The check stays off: {message}")
     settings = _gate().store.update_settings(changes, updated_by=g.principal.name)
@@ -120,7 +110,7 @@ def status():
                     "remaining": max(gate.budget.daily_limit - counts.used, 0),
                     "exhausted": counts.used >= gate.budget.daily_limit,
                 },
-                "quota_exhausted_until": getattr(gate.marketo, "quota_exhausted_until", None),
+                "quota_exhausted_until": gate.marketo.quota_exhausted_until,
                 "mirror": {
                     "mode": "mirror" if fresh else "live",
                     "fresh": fresh,
