@@ -241,11 +241,24 @@ def build_spec() -> dict:
                  (*ADMIN_READ_ERRORS, "422")),
         parameters=[{"in": "query", "schema": BlockedSendsQuerySchema}])})
     spec.path("/healthz", operations={"get": {
-        "summary": "Liveness: the database answers",
-        "description": "No key needed; never calls Marketo and is not rate limited.",
+        "summary": "Liveness: the process is up",
+        "description": "No key needed; touches neither the database nor Marketo and is not rate limited.",
         "responses": _answers(_json({"type": "object", "required": ["status"], "additionalProperties": False,
-                                     "properties": {"status": {"type": "string", "enum": ["ok"]}}}),
-                              ("503",))}})
+                                     "properties": {"status": {"type": "string", "enum": ["ok"]}}}), ())}})
+    spec.path("/readyz", operations={"get": {
+        "summary": "Readiness: the database answers and its schema is at the head migration",
+        "description": "No key needed; never calls Marketo and is not rate limited. A 503 names what is missing, "
+                       "e.g. `run gateway migrate`.",
+        "responses": {
+            "200": _json({"type": "object", "required": ["status"], "additionalProperties": False,
+                          "properties": {"status": {"type": "string", "enum": ["ok"]}}}),
+            "503": {"description": "Not ready: what is missing.",
+                    "headers": {"Retry-After": _header("Seconds to wait before asking again.")},
+                    "content": {"application/json": {"schema": {
+                        "type": "object", "required": ["status", "missing"], "additionalProperties": False,
+                        "properties": {"status": {"type": "string", "enum": ["unavailable"]},
+                                       "missing": {"type": "string"}}}}}},
+        }}})
     document = spec.to_dict()
     _require_answer_fields(document)
     return document
