@@ -9,7 +9,7 @@ from flask import Blueprint, Response, current_app, g, jsonify, request, stream_
 
 from gateway.api.auth import require
 from gateway.api.callouts import json_body
-from gateway.api.errors import ApiError
+from gateway.api.errors import ApiError, load_query
 from gateway.checks import CONNECTED_MESSAGE, describe_marketo_error
 from gateway.marketo import MarketoError
 from gateway.budget import quota_day
@@ -140,7 +140,7 @@ def status():
 @bp.get("/blocked-sends")
 @require("admin")
 def blocked_sends():
-    query = query_schema.load(request.args.to_dict())
+    query = load_query(query_schema)
     store = _gate().store
     if query["format"] == "csv":
         return _csv_answer(store, query)
