@@ -5,7 +5,7 @@ import csv
 import io
 from datetime import timedelta
 
-from flask import Blueprint, Response, current_app, g, jsonify, request, stream_with_context
+from flask import Blueprint, Response, current_app, g, jsonify, stream_with_context
 
 from gateway.api.auth import require
 from gateway.api.callouts import json_body
