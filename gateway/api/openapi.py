@@ -37,7 +37,7 @@ ERRORS = {
     "415": "The body is not application/json.",
     "422": "JSON of the wrong shape; `fields` holds a message per field.",
     "429": "Over the key's rate limit; see Retry-After.",
-    "503": "The gate cannot decide now (its database is down); see Retry-After.",
+    "503": "The gate cannot decide now: its database is down or not migrated (`database_not_migrated`); see Retry-After.",
 }
 CALLOUT_409 = ("`delivery_in_progress` (a signed delivery with this webhook-id is being answered; see Retry-After) "
                "or `webhook_id_reused` (the webhook-id came with a different body).")
