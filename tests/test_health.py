@@ -10,6 +10,12 @@ from sqlalchemy.engine import make_url
 from gateway.store.db import make_engine, upgrade
 from tests.conftest import CALLER, connect_or_skip
 
+
+def error_of(response, status: int) -> dict:
+    assert response.status_code == status, response.get_data(as_text=True)
+    assert response.headers["Retry-After"] == "5"
+    return response.get_json()["error"]
+
 CHECK = {"source": "web", "workflow": "single_send", "sender": "rep@acme.example",
          "messages": [{"id": "m1", "recipients": [{"email": "bob@example.com", "type": "to"}]}]}
 
@@ -42,9 +48,8 @@ def test_healthz_answers_without_a_database(make_gate):
 
 def test_readyz_is_503_when_the_database_does_not_answer(make_gate):
     client = make_gate(database_url="postgresql+psycopg://postgres@127.0.0.1:1/nowhere").test_client()
-    response = client.get("/readyz")
-    assert response.status_code == 503
-    assert response.get_json() == {"status": "unavailable", "missing": "the database does not answer"}
+    error = error_of(client.get("/readyz"), 503)
+    assert error["code"] == "database_unavailable"
 
 
 def test_readyz_is_ready_on_a_migrated_database(make_gate):
@@ -57,17 +62,10 @@ def test_an_unmigrated_database_says_run_gateway_migrate(make_gate, raw_database
     client = make_gate(database_url=raw_database_url).test_client()
     assert client.get("/healthz").status_code == 200
 
-    ready = client.get("/readyz")
-    assert ready.status_code == 503
-    assert ready.get_json() == {"status": "unavailable",
-                                "missing": "the database has no tables yet: run gateway migrate"}
-
-    check = client.post("/v1/checks", json=CHECK, headers=CALLER)
-    assert check.status_code == 503
-    error = check.get_json()["error"]
-    assert error["code"] == "database_not_migrated"
-    assert "run gateway migrate" in error["message"]
-    assert "cannot reach" not in error["message"]
+    not_ready = {"code": "database_not_migrated",
+                 "message": "The gate is not ready: the database has no tables yet; run gateway migrate."}
+    assert error_of(client.get("/readyz"), 503) == not_ready
+    assert error_of(client.post("/v1/checks", json=CHECK, headers=CALLER), 503) == not_ready
 
     upgrade(make_engine(raw_database_url))
     assert client.get("/readyz").status_code == 200
@@ -78,8 +76,7 @@ def test_a_database_behind_the_head_migration_is_not_ready(make_gate, raw_databa
     engine = make_engine(raw_database_url)
     upgrade(engine, "0002")
     engine.dispose()
-    ready = make_gate(database_url=raw_database_url).test_client().get("/readyz")
-    assert ready.status_code == 503
-    missing = ready.get_json()["missing"]
-    assert missing.startswith("the database schema is at revision 0002")
-    assert missing.endswith("run gateway migrate")
+    error = error_of(make_gate(database_url=raw_database_url).test_client().get("/readyz"), 503)
+    assert error["code"] == "database_not_migrated"
+    assert error["message"].startswith("The gate is not ready: the database schema is at revision 0002, not ")
+    assert error["message"].endswith("run gateway migrate.")

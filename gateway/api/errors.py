@@ -45,6 +45,11 @@ def error_response(status: int, code: str, message: str, fields: dict | None = N
     return response
 
 
+def not_migrated(missing: str) -> ApiError:
+    """The database answers, but `gateway migrate` has not brought its schema up to date."""
+    return ApiError(503, "database_not_migrated", f"The gate is not ready: {missing}.", headers={"Retry-After": "5"})
+
+
 def load_query(schema: Schema) -> dict:
     """The query string through its schema; its errors say it is the query string that is wrong, not the body."""
     try:
@@ -74,10 +79,9 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(SQLAlchemyError)
     def _database_error(error: SQLAlchemyError):
         log.error("database error: %s", type(error).__name__, exc_info=app.debug)
-        not_migrated = _missing_migrations(app)
-        if not_migrated:
-            return error_response(503, "database_not_migrated", f"The gate's database is not ready: {not_migrated}.",
-                                  headers={"Retry-After": "5"})
+        missing = _missing_migrations(app)
+        if missing:
+            return _api_error(not_migrated(missing))
         return error_response(503, "database_unavailable", "The gate cannot reach its database; try again shortly.",
                               headers={"Retry-After": "5"})
 

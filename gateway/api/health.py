@@ -1,12 +1,9 @@
 """Liveness and readiness for the platform: neither touches Marketo, neither needs a key."""
-import logging
-
 from flask import Blueprint, current_app, jsonify
-from sqlalchemy.exc import SQLAlchemyError
 
+from gateway.api.errors import not_migrated
 from gateway.store.db import pending_migrations
 
-log = logging.getLogger(__name__)
 bp = Blueprint("health", __name__)
 
 
@@ -18,12 +15,11 @@ def healthz():
 
 @bp.get("/readyz")
 def readyz():
-    """Ready only when the database answers and its schema is at the head migration."""
-    try:
-        missing = pending_migrations(current_app.extensions["gate"].store.engine)
-    except SQLAlchemyError as error:
-        log.warning("readiness: database error %s", type(error).__name__)
-        missing = "the database does not answer"
+    """Ready only when the database answers and its schema is at the head migration.
+
+    A database that does not answer raises here, and is the `database_unavailable` 503 of every endpoint.
+    """
+    missing = pending_migrations(current_app.extensions["gate"].store.engine)
     if missing:
-        return jsonify(status="unavailable", missing=missing), 503, {"Retry-After": "5"}
+        raise not_migrated(missing)
     return jsonify(status="ok")

@@ -247,18 +247,10 @@ def build_spec() -> dict:
                                      "properties": {"status": {"type": "string", "enum": ["ok"]}}}), ())}})
     spec.path("/readyz", operations={"get": {
         "summary": "Readiness: the database answers and its schema is at the head migration",
-        "description": "No key needed; never calls Marketo and is not rate limited. A 503 names what is missing, "
-                       "e.g. `run gateway migrate`.",
-        "responses": {
-            "200": _json({"type": "object", "required": ["status"], "additionalProperties": False,
-                          "properties": {"status": {"type": "string", "enum": ["ok"]}}}),
-            "503": {"description": "Not ready: what is missing.",
-                    "headers": {"Retry-After": _header("Seconds to wait before asking again.")},
-                    "content": {"application/json": {"schema": {
-                        "type": "object", "required": ["status", "missing"], "additionalProperties": False,
-                        "properties": {"status": {"type": "string", "enum": ["unavailable"]},
-                                       "missing": {"type": "string"}}}}}},
-        }}})
+        "description": "No key needed; never calls Marketo and is not rate limited. A 503 says what is missing: "
+                       "`database_unavailable`, or `database_not_migrated` (run `gateway migrate`).",
+        "responses": _answers(_json({"type": "object", "required": ["status"], "additionalProperties": False,
+                                     "properties": {"status": {"type": "string", "enum": ["ok"]}}}), ("503",))}})
     document = spec.to_dict()
     _require_answer_fields(document)
     return document

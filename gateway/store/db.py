@@ -76,6 +76,6 @@ def pending_migrations(engine: Engine) -> str | None:
     if current == heads:
         return None
     if not current:
-        return "the database has no tables yet: run gateway migrate"
-    return (f"the database schema is at revision {', '.join(sorted(current))}, not {', '.join(sorted(heads))}: "
+        return "the database has no tables yet; run gateway migrate"
+    return (f"the database schema is at revision {', '.join(sorted(current))}, not {', '.join(sorted(heads))}; "
             "run gateway migrate")
