@@ -121,3 +121,22 @@ def test_a_busy_port_is_an_error_before_anything_is_up(tmp_path, busy):
     option = "--port" if busy == "gate" else "--marketo-port"
     assert f"127.0.0.1:{busy_port} is not free" in err
     assert option in err
+
+
+def test_sigterm_while_starting_stops_what_was_started(tmp_path):
+    port, marketo_port = free_port(), free_port()
+    demo = start_demo(tmp_path, port, marketo_port)
+    try:
+        wait_for(lambda: answers(f"http://127.0.0.1:{marketo_port}/_sim/stats") or demo.poll() is not None, 60,
+                 "the simulator is up")
+        started = descendants(demo.pid)
+        assert started, "the simulator runs"
+        demo.send_signal(signal.SIGTERM)
+        out, err = demo.communicate(timeout=60)
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+            demo.wait()
+    assert demo.returncode == 0, err
+    assert not [pid for pid in started if alive(pid)]
+    assert port_is_free(port) and port_is_free(marketo_port)
