@@ -14,10 +14,15 @@ access_log_format = '%(h)s "%(m)s %(U)s" %(s)s %(b)s %(M)sms'
 
 
 def on_starting(server):
-    """The embedded SQLite default needs no release phase: migrate once, in the master, before workers fork."""
-    from gateway.config import database_url
+    """Refuse a configuration the gate cannot run with, in one line (not a traceback from every worker); and
+    since the embedded SQLite default needs no release phase, migrate it once, in the master, before workers fork."""
+    from gateway.config import ConfigError, database_url, load_config
     from gateway.store.db import make_engine, upgrade
 
+    try:
+        load_config()
+    except ConfigError as error:
+        raise RuntimeError(f"configuration: {error}") from None  # gunicorn prints "Error: ..." and exits 1
     url = database_url()
     if url.startswith("sqlite"):
         upgrade(make_engine(url))

@@ -1,5 +1,6 @@
 """`gateway` command: migrations, API keys, and the demo.
 
+\b
     gateway migrate                     bring the database schema up to date (Procfile `release:`)
     gateway keys create NAME --role R   make a key, print it once, keep only its hash
         [--source S ...] [--require-signature]   limit it to sources; require signed callouts
@@ -12,6 +13,7 @@ from __future__ import annotations
 import os
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -22,7 +24,7 @@ from pathlib import Path
 import click
 import requests
 
-from gateway.config import database_url
+from gateway.config import ConfigError, database_url
 from gateway.domain import SOURCES
 from gateway.store import Store
 from gateway.store.db import make_engine, upgrade
@@ -32,7 +34,15 @@ def _store() -> Store:
     return Store(make_engine(database_url()))
 
 
-@click.group(help=__doc__)
+class _Gateway(click.Group):
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except ConfigError as error:  # one line that says what to set, not a traceback
+            raise click.ClickException(f"configuration: {error}") from None
+
+
+@click.group(cls=_Gateway, help=__doc__)
 def main() -> None:
     pass
 
@@ -104,11 +114,11 @@ def worker(once: bool) -> None:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     gate = build_gate(load_config())
+    if not gate.config.marketo_configured:
+        raise click.ClickException(NOT_CONFIGURED)
     if not once:
         run_worker(gate, stop)
         return
-    if not gate.config.marketo_configured:
-        raise click.ClickException(NOT_CONFIGURED)
     report = mirror_sync_for(gate, stop).run_once()
     if not report.ran:
         raise click.ClickException("another worker holds the sync lease; try again when it is done")
@@ -176,15 +186,17 @@ def demo(port: int, marketo_port: int, host: str) -> None:
         "GATEWAY_MARKETO_DAILY_BUDGET": os.environ.get("GATEWAY_MARKETO_DAILY_BUDGET", "20000"),
     }
     env.setdefault("SECRET_KEY", os.urandom(24).hex())
-    simulator = subprocess.Popen(
-        [sys.executable, "-m", "gateway.simulators.marketo", "--host", "127.0.0.1", "--port", str(marketo_port),
-         "--seed", "demo", "--quiet"],
-        env=env,
-    )
-    gate = None
+    _refuse_busy_port(host, port, "--port")
+    _refuse_busy_port("127.0.0.1", marketo_port, "--marketo-port")
+    simulator = gate = sync_thread = None
     stop_sync = threading.Event()
-    sync_thread = None
+    _stop_on_signals()
     try:
+        simulator = _spawn(
+            [sys.executable, "-m", "gateway.simulators.marketo", "--host", "127.0.0.1", "--port", str(marketo_port),
+             "--seed", "demo", "--quiet"],
+            env,
+        )
         _wait_until_up(f"{marketo_url}/_sim/stats", simulator)
         os.environ.update(env)
         engine = make_engine(env["DATABASE_URL"])
@@ -192,10 +204,10 @@ def demo(port: int, marketo_port: int, host: str) -> None:
         Store(engine).reset_sync_state()  # a fresh simulator: mirror it from scratch
         _turn_check_on()
         sync_thread = _start_sync_thread(stop_sync)
-        gate = subprocess.Popen(
+        gate = _spawn(
             [sys.executable, "-m", "gunicorn", "gateway:create_app()", "--bind", f"{host}:{port}",
              "--workers", "2", "--worker-class", "gthread", "--threads", "8"],
-            env=env,
+            env,
         )
         base = f"http://{host}:{port}"
         _wait_until_up(f"{base}/healthz", gate)
@@ -204,19 +216,57 @@ def demo(port: int, marketo_port: int, host: str) -> None:
         click.echo(_curl_examples(base))
         click.echo("\nCtrl-C stops both.")
         gate.wait()
-    except KeyboardInterrupt:
+        raise click.ClickException(f"gunicorn exited with {gate.returncode}")
+    except _Stop:
         pass
     finally:
+        for name in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(name, signal.SIG_IGN)  # a second Ctrl-C must not cut the clean-up short
         stop_sync.set()
         if sync_thread is not None:
             sync_thread.join(timeout=10)
         for process in (gate, simulator):
-            if process is not None and process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-                try:
-                    process.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    process.kill()
+            _stop_process(process)
+
+
+class _Stop(BaseException):
+    """SIGTERM or SIGINT reached `gateway demo`: stop what it started, then exit 0 (a BaseException, like
+    KeyboardInterrupt, so that no `except Exception` on the way swallows it)."""
+
+
+def _stop_on_signals() -> None:
+    def stop(*_):
+        raise _Stop()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+
+
+def _refuse_busy_port(host: str, port: int, option: str) -> None:
+    """Fail before starting anything: otherwise an old instance on that port would answer as if it were this one."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gunicorn binds: TIME_WAIT is not busy
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            raise click.ClickException(f"{host}:{port} is not free ({error.strerror}); "
+                                       f"stop what runs there or choose another {option}") from None
+
+
+def _spawn(command: list[str], env: dict) -> subprocess.Popen:
+    # A process group of its own: the demo alone decides when it stops, and can stop all of it (gunicorn's workers too).
+    return subprocess.Popen(command, env=env, start_new_session=True)
+
+
+def _stop_process(process: subprocess.Popen | None) -> None:
+    if process is None or process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
 
 
 def _start_sync_thread(stop: threading.Event) -> threading.Thread:

@@ -168,6 +168,14 @@ def trust_proxy_hops(env) -> int:
     return _number(env, "GATEWAY_TRUST_PROXY", 0, int, allow_zero=True)
 
 
+def redis_url(env) -> str | None:
+    """REDIS_URL; on a dyno, Heroku Redis's `rediss://` URL, whose certificate is self-signed, is used unverified."""
+    url = env.get("REDIS_URL") or None
+    if url and env.get("DYNO") and url.startswith("rediss://") and "ssl_cert_reqs=" not in url:
+        url += ("&" if "?" in url else "?") + "ssl_cert_reqs=none"
+    return url
+
+
 def load_config(env=None) -> GateConfig:
     env = os.environ if env is None else env
     demo = _flag(env, "GATEWAY_DEMO")
@@ -202,6 +210,6 @@ def load_config(env=None) -> GateConfig:
         sync_lease_seconds=_number(env, "GATEWAY_SYNC_LEASE_SECONDS", 120.0),
         cors_origins=parse_cors_origins(env.get("GATEWAY_CORS_ORIGINS", "")),
         rate_limit=parse_rate_limit(env.get("GATEWAY_RATE_LIMIT")),
-        redis_url=env.get("REDIS_URL") or None,
+        redis_url=redis_url(env),
         trust_proxy_hops=trust_proxy_hops(env),
     )

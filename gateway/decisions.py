@@ -138,7 +138,7 @@ def recipient_reason(address: str, verdict: Verdict) -> str:
     if code == ReasonCode.UNSUBSCRIBED:
         text = f"{address} has unsubscribed from email in Marketo."
     elif code == ReasonCode.INVALID_ADDRESS:
-        text = f"{address!r} is not a valid email address."
+        text = f"{address!r} is not a valid email address." if address else "An empty address is not a valid email address."
     elif code == ReasonCode.NOT_IN_MARKETO:
         text = f"{address} is not in Marketo, so nothing stops the send."
     elif code == ReasonCode.CHECK_DISABLED:
@@ -198,7 +198,7 @@ def _name_list(addresses: tuple[str, ...]) -> str:
     for address in addresses[:NAMES_IN_REASON]:
         if shown and sum(map(len, shown)) + len(address) > NAMES_BUDGET:
             break
-        shown.append(address)
+        shown.append(address or "an empty address")
     rest = len(addresses) - len(shown)
     if rest:
         return ", ".join(shown) + f" and {rest} other{'s' if rest > 1 else ''}"

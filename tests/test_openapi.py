@@ -42,7 +42,7 @@ ANSWERED: Counter[tuple[str, str]] = Counter()
 def test_spec_is_valid_openapi_3():
     schema.validate()  # against the OpenAPI 3.0 meta-schema
     assert SPEC["openapi"].startswith("3.")
-    assert len(list(schema.get_all_operations())) == 8
+    assert len(list(schema.get_all_operations())) == 9
 
 
 def test_every_route_is_described_and_every_description_is_a_route(make_gate):
@@ -87,6 +87,8 @@ def test_spec_says_what_the_contract_fixes():
     assert [p["name"] for p in blocked_sends["parameters"]] == ["limit", "cursor", "format"]
     assert set(blocked_sends["responses"]["200"]["content"]) == {"application/json", "text/csv"}
     assert "security" not in SPEC["paths"]["/healthz"]["get"]
+    assert "security" not in SPEC["paths"]["/readyz"]["get"]
+    assert set(SPEC["paths"]["/readyz"]["get"]["responses"]) == {"200", "503"}
     for path, operations in SPEC["paths"].items():
         for method, operation in operations.items():
             assert operation["summary"] and operation["description"], f"{method} {path}"

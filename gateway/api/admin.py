@@ -5,10 +5,10 @@ import csv
 import io
 from datetime import timedelta
 
-from flask import Blueprint, Response, current_app, g, jsonify, request, stream_with_context
+from flask import Blueprint, Response, current_app, g, jsonify, stream_with_context
 
 from gateway.api.auth import require
-from gateway.api.errors import ApiError
+from gateway.api.errors import ApiError, load_query
 from gateway.api.shared import json_body
 from gateway.connection import check_marketo_connection
 from gateway.marketo.interfaces import NOT_CONFIGURED
@@ -130,7 +130,7 @@ def status():
 @bp.get("/blocked-sends")
 @require("admin")
 def blocked_sends():
-    query = query_schema.load(request.args.to_dict())
+    query = load_query(query_schema)
     store = _gate().store
     if query["format"] == "csv":
         return _csv_answer(store, query)

@@ -37,7 +37,7 @@ ERRORS = {
     "415": "The body is not application/json.",
     "422": "JSON of the wrong shape; `fields` holds a message per field.",
     "429": "Over the key's rate limit; see Retry-After.",
-    "503": "The gate cannot decide now (its database is down); see Retry-After.",
+    "503": "The gate cannot decide now: its database is down or not migrated (`database_not_migrated`); see Retry-After.",
 }
 CALLOUT_409 = ("`delivery_in_progress` (a signed delivery with this webhook-id is being answered; see Retry-After) "
                "or `webhook_id_reused` (the webhook-id came with a different body).")
@@ -241,11 +241,16 @@ def build_spec() -> dict:
                  (*ADMIN_READ_ERRORS, "422")),
         parameters=[{"in": "query", "schema": BlockedSendsQuerySchema}])})
     spec.path("/healthz", operations={"get": {
-        "summary": "Liveness: the database answers",
-        "description": "No key needed; never calls Marketo and is not rate limited.",
+        "summary": "Liveness: the process is up",
+        "description": "No key needed; touches neither the database nor Marketo and is not rate limited.",
         "responses": _answers(_json({"type": "object", "required": ["status"], "additionalProperties": False,
-                                     "properties": {"status": {"type": "string", "enum": ["ok"]}}}),
-                              ("503",))}})
+                                     "properties": {"status": {"type": "string", "enum": ["ok"]}}}), ())}})
+    spec.path("/readyz", operations={"get": {
+        "summary": "Readiness: the database answers and its schema is at the head migration",
+        "description": "No key needed; never calls Marketo and is not rate limited. A 503 says what is missing: "
+                       "`database_unavailable`, or `database_not_migrated` (run `gateway migrate`).",
+        "responses": _answers(_json({"type": "object", "required": ["status"], "additionalProperties": False,
+                                     "properties": {"status": {"type": "string", "enum": ["ok"]}}}), ("503",))}})
     document = spec.to_dict()
     _require_answer_fields(document)
     return document

@@ -1,10 +1,13 @@
 """Engine set-up and migrations for SQLite (one machine) and PostgreSQL (many)."""
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine, make_url
 
@@ -46,3 +49,26 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
     with engine.begin() as connection:
         config.attributes["connection"] = connection
         command.upgrade(config, revision)
+
+
+@lru_cache(maxsize=1)
+def _head_revisions() -> frozenset[str]:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    return frozenset(ScriptDirectory.from_config(config).get_heads())
+
+
+def pending_migrations(engine: Engine) -> str | None:
+    """None when the schema is at the head migration; otherwise what is missing, in words an operator acts on.
+
+    Raises SQLAlchemyError when the database does not answer at all.
+    """
+    heads = _head_revisions()
+    with engine.connect() as connection:
+        current = set(MigrationContext.configure(connection).get_current_heads())
+    if current == heads:
+        return None
+    if not current:
+        return "the database has no tables yet; run gateway migrate"
+    return (f"the database schema is at revision {', '.join(sorted(current))}, not {', '.join(sorted(heads))}; "
+            "run gateway migrate")

@@ -1,0 +1,142 @@
+"""`gateway demo` as a server: it stops everything it started on SIGTERM or SIGINT, and refuses a busy port."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+GATEWAY = Path(sys.executable).parent / "gateway"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def descendants(pid: int) -> set[int]:
+    """Every live process below `pid`, from /proc (Linux)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            parent = int(stat.rsplit(")", 1)[1].split()[1])
+            children.setdefault(parent, []).append(int(entry.name))
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def wait_for(condition, deadline_seconds: float, what: str) -> None:
+    deadline = time.monotonic() + deadline_seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} within {deadline_seconds:.0f} s")
+        time.sleep(0.2)  # polling a condition, bounded by the deadline
+
+
+def demo_env(tmp_path: Path) -> dict:
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("GATEWAY_", "MARKETO_", "PORT"))}
+    return {**env, "DATABASE_URL": f"sqlite:///{tmp_path / 'demo.sqlite3'}", "GATEWAY_SYNC_INTERVAL": "2"}
+
+
+def start_demo(tmp_path: Path, port: int, marketo_port: int) -> subprocess.Popen:
+    return subprocess.Popen([str(GATEWAY), "demo", "--port", str(port), "--marketo-port", str(marketo_port)],
+                            env=demo_env(tmp_path), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+
+
+def answers(url: str) -> bool:
+    try:
+        return requests.get(url, timeout=1).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_stops_the_demo_and_everything_it_started(tmp_path, stop_signal):
+    port, marketo_port = free_port(), free_port()
+    demo = start_demo(tmp_path, port, marketo_port)
+    try:
+        wait_for(lambda: answers(f"http://127.0.0.1:{port}/readyz") or demo.poll() is not None, 90, "the demo is up")
+        assert demo.poll() is None, demo.communicate()
+        started = descendants(demo.pid)
+        assert len(started) >= 4, "the simulator, gunicorn and its two workers"
+        demo.send_signal(stop_signal)
+        out, err = demo.communicate(timeout=60)
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+            demo.wait()
+    assert demo.returncode == 0, err
+    assert "The gate is up" in out
+    assert not [pid for pid in started if alive(pid)], "processes the demo started are still running"
+    assert port_is_free(port) and port_is_free(marketo_port)
+
+
+@pytest.mark.parametrize("busy", ["gate", "marketo"])
+def test_a_busy_port_is_an_error_before_anything_is_up(tmp_path, busy):
+    port, marketo_port = free_port(), free_port()
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", port if busy == "gate" else marketo_port))
+        squatter.listen()
+        demo = start_demo(tmp_path, port, marketo_port)
+        out, err = demo.communicate(timeout=60)
+        other = marketo_port if busy == "gate" else port
+        assert port_is_free(other), "nothing was started on the other port"
+    assert demo.returncode == 1
+    assert "is up" not in out
+    busy_port = port if busy == "gate" else marketo_port
+    option = "--port" if busy == "gate" else "--marketo-port"
+    assert f"127.0.0.1:{busy_port} is not free" in err
+    assert option in err
+
+
+def test_sigterm_while_starting_stops_what_was_started(tmp_path):
+    port, marketo_port = free_port(), free_port()
+    demo = start_demo(tmp_path, port, marketo_port)
+    try:
+        wait_for(lambda: answers(f"http://127.0.0.1:{marketo_port}/_sim/stats") or demo.poll() is not None, 60,
+                 "the simulator is up")
+        started = descendants(demo.pid)
+        assert started, "the simulator runs"
+        demo.send_signal(signal.SIGTERM)
+        out, err = demo.communicate(timeout=60)
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+            demo.wait()
+    assert demo.returncode == 0, err
+    assert not [pid for pid in started if alive(pid)]
+    assert port_is_free(port) and port_is_free(marketo_port)
