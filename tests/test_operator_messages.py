@@ -79,7 +79,7 @@ def test_the_worker_without_marketo_settings_fails(tmp_path, once):
     result = run([str(GATEWAY), "worker", *once], env, tmp_path)
     assert result.returncode == 1
     assert result.stderr.strip().endswith(
-        "Error: Marketo is not configured: set MARKETO_BASE_URL, MARKETO_CLIENT_ID, MARKETO_CLIENT_SECRET")
+        "Error: Marketo is not configured: set MARKETO_BASE_URL, MARKETO_CLIENT_ID and MARKETO_CLIENT_SECRET.")
 
 
 def test_on_a_dyno_heroku_redis_tls_url_is_used_without_certificate_checks():
