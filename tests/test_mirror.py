@@ -66,8 +66,8 @@ def test_full_load_mirrors_every_unsubscribed_address_across_31_day_windows(gate
     report = syncer(gate_app).run_once()
     assert report.ran and report.error is None
     assert report.loaded_windows == 4  # 101 days in windows of at most 31
-    assert store.mirror_emails() == simulator_truth(crowd) | {"shared@example.com"}
-    assert store.sync_status().load_status == "complete"
+    assert store.mirror.emails() == simulator_truth(crowd) | {"shared@example.com"}
+    assert store.sync.status().load_status == "complete"
     assert crowd.stats()["calls"]["export_create"] == 4
 
 
@@ -86,8 +86,8 @@ def test_checks_are_answered_from_a_fresh_mirror_with_no_marketo_call(gate_app, 
 def test_a_stale_mirror_falls_back_to_live_lookups(gate_app, crowd, store):
     sync = syncer(gate_app)
     sync.run_once()
-    store.acquire_sync_lease("someone-else", 60)
-    store.update_sync_state("someone-else", last_success_at=utcnow() - timedelta(minutes=11))
+    store.sync.acquire_lease("someone-else", 60)
+    store.sync.update("someone-else", last_success_at=utcnow() - timedelta(minutes=11))
     assert check(gate_app.test_client(), "person3@example.com") == ("deny", "live")
 
 
@@ -105,7 +105,7 @@ def test_unsubscribe_blocks_after_one_sync_and_resubscribe_allows_again(gate_app
     report = sync.run_once()
     assert report.subscribed >= 1
     assert check(client, "person1@example.com") == ("allow", "mirror")
-    assert store.mirror_emails() == simulator_truth(crowd) | {"shared@example.com"} - {"person1@example.com"}
+    assert store.mirror.emails() == simulator_truth(crowd) | {"shared@example.com"} - {"person1@example.com"}
 
 
 def test_a_lead_created_unsubscribed_after_the_load_is_picked_up(gate_app, crowd, store):
@@ -113,7 +113,7 @@ def test_a_lead_created_unsubscribed_after_the_load_is_picked_up(gate_app, crowd
     sync.run_once()
     crowd.add_lead("latecomer@example.com", unsubscribed=True)
     sync.run_once()
-    assert "latecomer@example.com" in store.mirror_emails()
+    assert "latecomer@example.com" in store.mirror.emails()
 
 
 def test_two_workers_never_sync_at_once(gate_app, crowd, store):
@@ -122,7 +122,7 @@ def test_two_workers_never_sync_at_once(gate_app, crowd, store):
     reports = {}
     thread = threading.Thread(target=lambda: reports.setdefault("a", first.run_once()))
     thread.start()
-    wait_for(lambda: store.sync_status().lease_owner == "worker-a", what="worker-a to take the lease")
+    wait_for(lambda: store.sync.status().lease_owner == "worker-a", what="worker-a to take the lease")
     assert second.run_once().ran is False
     thread.join(timeout=30)
     assert reports["a"].ran
@@ -135,7 +135,7 @@ def test_daily_budget_is_never_exceeded_and_shows_on_the_status(make_gate, simul
     answers = [check(client, f"new{i}@example.com") for i in range(8)]
     assert [via for _, via in answers] == ["live"] * 5 + ["policy"] * 3
     assert simulator.state.stats()["rest_calls"] == 5
-    counts = store.call_counts(quota_day(utcnow()))
+    counts = store.calls.counts(quota_day(utcnow()))
     assert (counts.used, counts.lookup) == (5, 5)
     status = client.get("/v1/admin/status", headers=ADMIN).get_json()
     assert status["budget"] == {"daily": 5, "sync_limit": 4, "remaining": 0, "exhausted": True}
@@ -160,7 +160,7 @@ def test_budget_counts_stay_exact_under_concurrent_processes(store):
     for t in threads:
         t.join()
     assert len(granted) == 40
-    assert store.call_counts(quota_day(utcnow())).used == 40
+    assert store.calls.counts(quota_day(utcnow())).used == 40
 
 
 def test_sync_is_paced_so_its_share_of_the_budget_lasts_the_day(store):
@@ -191,10 +191,10 @@ def test_status_shows_mirror_size_last_sync_and_lag(gate_app, crowd):
 def test_a_failed_export_is_started_again_on_the_next_run(gate_app, crowd, store):
     crowd.fail_next_export()
     first = syncer(gate_app).run_once()
-    assert first.error and store.sync_status().load_status == "loading"
+    assert first.error and store.sync.status().load_status == "loading"
     second = syncer(gate_app).run_once()
-    assert second.error is None and store.sync_status().load_status == "complete"
-    assert store.mirror_emails() == simulator_truth(crowd)
+    assert second.error is None and store.sync.status().load_status == "complete"
+    assert store.mirror.emails() == simulator_truth(crowd)
 
 
 def test_worker_killed_mid_load_resumes_and_ends_equal_to_marketo(engine, store, simulator, crowd):
@@ -216,19 +216,19 @@ def test_worker_killed_mid_load_resumes_and_ends_equal_to_marketo(engine, store,
     first = subprocess.Popen([sys.executable, "-m", "gateway.cli", "worker"], env=env,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        wait_for(lambda: (s := store.sync_status()).load_window_start and s.load_window_start > NOW - timedelta(days=60)
+        wait_for(lambda: (s := store.sync.status()).load_window_start and s.load_window_start > NOW - timedelta(days=60)
                  and s.load_status == "loading", what="the first worker to load two windows")
     finally:
         first.send_signal(signal.SIGKILL)
         first.wait(timeout=10)
-    assert store.sync_status().load_status == "loading"
+    assert store.sync.status().load_status == "loading"
     crowd.unsubscribe("person2@example.com")  # a change while nobody syncs
 
     second = subprocess.Popen([sys.executable, "-m", "gateway.cli", "worker"], env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         truth = simulator_truth(crowd)
-        wait_for(lambda: store.sync_status().load_status == "complete" and store.mirror_emails() == truth,
+        wait_for(lambda: store.sync.status().load_status == "complete" and store.mirror.emails() == truth,
                  timeout=60, what="the second worker to finish the load and match Marketo")
     finally:
         second.send_signal(signal.SIGTERM)
@@ -251,7 +251,7 @@ def test_worker_once_syncs_and_exits(engine, store, simulator, crowd):
     result = CliRunner().invoke(main, ["worker", "--once"], env=env)
     assert result.exit_code == 0, result.output
     assert f"mirror holds {len(simulator_truth(crowd))} unsubscribed addresses" in result.output
-    assert store.sync_status().load_status == "complete"
+    assert store.sync.status().load_status == "complete"
 
 
 def test_worker_process_logs_its_syncs(engine, store, simulator, crowd):
@@ -265,7 +265,7 @@ def test_worker_process_logs_its_syncs(engine, store, simulator, crowd):
     worker = subprocess.Popen([sys.executable, "-m", "gateway.cli", "worker"], env=env, stdout=subprocess.DEVNULL,
                               stderr=subprocess.PIPE, text=True)
     try:
-        wait_for(lambda: store.sync_status().last_success_at is not None, what="the worker's first sync")
+        wait_for(lambda: store.sync.status().last_success_at is not None, what="the worker's first sync")
     finally:
         worker.send_signal(signal.SIGTERM)
         _, logged = worker.communicate(timeout=15)
