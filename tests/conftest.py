@@ -116,6 +116,15 @@ def gate_config(engine, **overrides) -> GateConfig:
     return replace(config, **overrides)
 
 
+def marketo_settings(simulator) -> dict:
+    """The config overrides that point the gate at a running simulator."""
+    return {
+        "marketo_base_url": simulator.base_url,
+        "marketo_client_id": simulator.state.client_id,
+        "marketo_client_secret": simulator.state.client_secret,
+    }
+
+
 @pytest.fixture
 def make_gate(engine, store):
     """Build a gate app; pass a simulator to point it at Marketo, `enabled=True` to turn the check on."""
@@ -123,13 +132,7 @@ def make_gate(engine, store):
 
     def make(simulator=None, *, enabled=False, **overrides):
         if simulator is not None:
-            state = simulator.state
-            overrides = {
-                "marketo_base_url": simulator.base_url,
-                "marketo_client_id": state.client_id,
-                "marketo_client_secret": state.client_secret,
-                **overrides,
-            }
+            overrides = {**marketo_settings(simulator), **overrides}
         app = create_app(gate_config(store.engine, **overrides))
         app.testing = True
         if enabled:
