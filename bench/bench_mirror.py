@@ -280,8 +280,8 @@ def load_mirror_in_process(gate_env: dict) -> dict:
         started = time.perf_counter()
         report = mirror_sync_for(gate, threading.Event(), owner="bench-initial-load").run_once()
         seconds = time.perf_counter() - started
-        status = gate.store.sync_status()
-        size = gate.store.mirror_size()
+        status = gate.store.sync.status()
+        size = gate.store.mirror.size()
     finally:
         gate.store.engine.dispose()
     if not report.ran or report.error or status.load_status != "complete":

@@ -38,7 +38,7 @@ class CallBudget:
 
     def __call__(self, kind: str) -> None:
         cap = self.cap_for(kind)
-        if not self.store.take_call(quota_day(self.now()), kind, cap):
+        if not self.store.calls.take(quota_day(self.now()), kind, cap):
             raise MarketoBudgetExhausted(
                 f"the gate's daily budget of {cap} Marketo calls for {kind} is spent; no more until midnight US Central"
             )
@@ -46,7 +46,7 @@ class CallBudget:
     def sync_pause(self, interval: float, calls_per_sync: int) -> float:
         """Seconds to wait before the next sync, so the sync's share of the budget lasts until the reset."""
         now = self.now()
-        left = self.sync_limit - self.store.call_counts(quota_day(now)).used
+        left = self.sync_limit - self.store.calls.counts(quota_day(now)).used
         until_reset = seconds_until_reset(now)
         if left <= 0:
             return until_reset

@@ -67,7 +67,9 @@ class CheckService:
         cached = self._context
         if cached is not None and now - cached[0] < self.config.settings_cache_seconds:
             return cached[1], cached[2]
-        settings, sync = self.store.settings_and_sync()
+        with self.store.session() as session:  # one session for both: half the cost of a check is here
+            settings = self.store.settings.get(session=session)
+            sync = self.store.sync.status(session=session)
         self._context = (now, settings, sync)
         return settings, sync
 
@@ -84,14 +86,14 @@ class CheckService:
         verdicts = self.resolve(request.addresses(), settings, sync, deadline)
         results = decide(request, verdicts)
         check_id = new_check_id()
-        self.store.log_blocked_sends(blocked_entries(check_id, request, results))
+        self.store.blocked_sends.log(blocked_entries(check_id, request, results))
         return CheckOutcome(check_id, settings.marketo_check_enabled, results)
 
     def resolve(self, addresses: list[str], settings: Settings, sync: SyncStatus, deadline: float) -> dict[str, Verdict]:
         if not settings.marketo_check_enabled:
             return dict.fromkeys(addresses, CHECK_DISABLED)
         if is_mirror_fresh(sync, self.config.mirror_max_age):
-            unsubscribed = self.store.unsubscribed_among(addresses)
+            unsubscribed = self.store.mirror.unsubscribed_among(addresses)
             return {a: MIRROR_UNSUBSCRIBED if a in unsubscribed else MIRROR_ALLOWED for a in addresses}
         verdicts: dict[str, Verdict] = {
             address: Verdict(cached.decision, cached.reason_code, CheckedVia.CACHE)
@@ -128,9 +130,9 @@ class CheckService:
         if lasting:
             message = describe_marketo_error(lasting[0])
             if settings.marketo_connected is not False or settings.marketo_message != message:
-                self.store.record_marketo_status(False, message)
+                self.store.settings.record_marketo_status(False, message)
         elif not failures and settings.marketo_connected is False:
-            self.store.record_marketo_status(True, CONNECTED_MESSAGE)
+            self.store.settings.record_marketo_status(True, CONNECTED_MESSAGE)
 
 
 # Failures that will not pass by retrying: the admin has to know.

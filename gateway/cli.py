@@ -73,9 +73,9 @@ def create_key(name: str, role: str, sources: tuple[str, ...], require_signature
     if role == "admin" and (sources or require_signature):
         raise click.UsageError("--source and --require-signature are for caller keys")
     store = _store()
-    if any(key.name == name for key in store.keys()):
+    if any(key.name == name for key in store.keys.all()):
         raise click.ClickException(f"a key named {name!r} exists already")
-    new = store.create_key(name, role, sources=sources, require_signature=require_signature)
+    new = store.keys.create(name, role, sources=sources, require_signature=require_signature)
     limited = f", limited to {', '.join(dict.fromkeys(sources))}" if sources else ""
     click.echo(f"{role} key {name!r} created{limited}. It is shown only now:\n{new.key}")
     if new.signing_secret:
@@ -85,7 +85,7 @@ def create_key(name: str, role: str, sources: tuple[str, ...], require_signature
 
 @keys.command("list", help="List keys (never the keys themselves).")
 def list_keys() -> None:
-    for key in _store().keys():
+    for key in _store().keys.all():
         state = f"revoked {key.revoked_at:%Y-%m-%d %H:%M}" if key.revoked_at else "active"
         used = f"{key.last_used_at:%Y-%m-%d %H:%M}" if key.last_used_at else "never"
         sources = f"sources {','.join(key.sources)}" if key.sources else "any source"
@@ -96,7 +96,7 @@ def list_keys() -> None:
 @keys.command("revoke", help="Revoke a key at once.")
 @click.argument("name")
 def revoke_key(name: str) -> None:
-    if not _store().revoke_key(name):
+    if not _store().keys.revoke(name):
         raise click.ClickException(f"no active key named {name!r}")
     click.echo(f"key {name!r} revoked")
 
@@ -125,7 +125,7 @@ def worker(once: bool) -> None:
     if report.error:
         raise click.ClickException(f"sync failed: {report.error}")
     click.echo(f"synced: {report.loaded_windows} windows loaded, {report.change_pages} change pages, "
-               f"mirror holds {gate.store.mirror_size()} unsubscribed addresses")
+               f"mirror holds {gate.store.mirror.size()} unsubscribed addresses")
 
 
 # Demo ------------------------------------------------------------------------
@@ -201,7 +201,7 @@ def demo(port: int, marketo_port: int, host: str) -> None:
         os.environ.update(env)
         engine = make_engine(env["DATABASE_URL"])
         upgrade(engine)
-        Store(engine).reset_sync_state()  # a fresh simulator: mirror it from scratch
+        Store(engine).reset_mirror()  # a fresh simulator: mirror it from scratch
         _turn_check_on()
         sync_thread = _start_sync_thread(stop_sync)
         gate = _spawn(

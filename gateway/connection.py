@@ -26,7 +26,7 @@ def check_marketo_connection(marketo: MarketoService, store: Store, *, timeout: 
         connected, message = True, CONNECTED_MESSAGE
     except MarketoError as error:
         connected, message = False, describe_marketo_error(error)
-    store.record_marketo_status(connected, message)
+    store.settings.record_marketo_status(connected, message)
     return connected, message
 
 

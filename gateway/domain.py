@@ -61,7 +61,7 @@ class CheckedVia(StrEnum):
 
 
 class DeliveryState(StrEnum):
-    """Where a signed callout's webhook-id stands when it is claimed (store.claim_delivery)."""
+    """Where a signed callout's webhook-id stands when it is claimed (store.deliveries.claim)."""
 
     CLAIMED = "claimed"  # run the check, then complete or release the claim
     DONE = "done"  # answered already: give the kept answer again

@@ -81,17 +81,17 @@ class MirrorSync:
         self.stop = stop or threading.Event()
 
     def run_once(self) -> SyncReport:
-        if not self.store.acquire_sync_lease(self.owner, self.lease_seconds):
+        if not self.store.sync.acquire_lease(self.owner, self.lease_seconds):
             return SyncReport(ran=False)
         report = SyncReport(ran=True)
         started = self.now()
         try:
-            self.store.update_sync_state(self.owner, last_attempt_at=started)
-            status = self.store.sync_status()
+            self.store.sync.update(self.owner, last_attempt_at=started)
+            status = self.store.sync.status()
             if status.load_status != "complete":
                 self._load(status, report)
             self._follow_changes(report)
-            self.store.update_sync_state(self.owner, last_success_at=started, last_error=None)
+            self.store.sync.update(self.owner, last_success_at=started, last_error=None)
         except MarketoError as error:
             report.error = f"Marketo: {error.message}"
             self._note_failure(report.error)
@@ -100,14 +100,14 @@ class MirrorSync:
         except LeaseLost as error:
             report.error = str(error)
         finally:
-            self.store.release_sync_lease(self.owner)
+            self.store.sync.release_lease(self.owner)
         if report.error and report.error != "stopped":
             log.warning("mirror sync failed: %s", report.error)
         return report
 
     def _note_failure(self, message: str) -> None:
         try:
-            self.store.update_sync_state(self.owner, last_error=message[:2000])
+            self.store.sync.update(self.owner, last_error=message[:2000])
         except LeaseLost:
             pass
 
@@ -116,11 +116,11 @@ class MirrorSync:
         if status.load_status == "not_started":
             started = self.now()
             token = self.marketo.paging_token(started - LOAD_OVERLAP)
-            self.store.update_sync_state(
+            self.store.sync.update(
                 self.owner, load_status="loading", load_started_at=started, load_window_start=self.load_from,
                 load_export_id=None, changes_token=token,
             )
-            status = self.store.sync_status()
+            status = self.store.sync.status()
         window_start, export_id = status.load_window_start, status.load_export_id
         while window_start < status.load_started_at:
             window_end = min(window_start + WINDOW, status.load_started_at)
@@ -129,17 +129,17 @@ class MirrorSync:
             unsubscribed = [
                 email for row in rows if is_marketo_true(row.get("unsubscribed")) and (email := marketo_email(row.get("email")))
             ]
-            self.store.apply_mirror_changes(
+            self.store.mirror.apply_changes(
                 self.owner, unsubscribed=unsubscribed, state={"load_window_start": window_end, "load_export_id": None}
             )
             report.loaded_windows += 1
             report.unsubscribed += len(unsubscribed)
             window_start, export_id = window_end, None
-        self.store.update_sync_state(self.owner, load_status="complete", load_finished_at=self.now())
+        self.store.sync.update(self.owner, load_status="complete", load_finished_at=self.now())
 
     def _start_export(self, start: datetime, end: datetime) -> str:
         export_id = self.marketo.create_lead_export(EXPORT_FIELDS, start, end)
-        self.store.update_sync_state(self.owner, load_export_id=export_id)
+        self.store.sync.update(self.owner, load_export_id=export_id)
         return export_id
 
     def _finished_export_rows(self, export_id: str) -> list[dict]:
@@ -151,23 +151,23 @@ class MirrorSync:
                 self.marketo.enqueue_lead_export(export_id)
             elif status in ("Failed", "Canceled", None):
                 # Forget the job so the next run starts this window again with a new one.
-                self.store.update_sync_state(self.owner, load_export_id=None)
+                self.store.sync.update(self.owner, load_export_id=None)
                 raise MarketoUnavailable(f"Marketo's lead export ended {status or 'without a status'}")
             # Marketo asks that a job's status be polled at most once a minute.
             if self.stop.wait(self.export_poll_seconds):
                 raise SyncStopped()
-            self.store.renew_sync_lease(self.owner, self.lease_seconds)
+            self.store.sync.renew_lease(self.owner, self.lease_seconds)
 
     # change stream ----------------------------------------------------------
     def _follow_changes(self, report: SyncReport) -> None:
-        token = self.store.sync_status().changes_token
+        token = self.store.sync.status().changes_token
         if token is None:
             token = self.marketo.paging_token(self.now() - LOAD_OVERLAP)
         while True:
             page = self.marketo.lead_changes_page(token, WATCHED_FIELDS)
             lead_ids = [a["leadId"] for a in page.activities if isinstance(a.get("leadId"), int)]
             unsubscribed, subscribed = self._current_state(lead_ids)
-            self.store.apply_mirror_changes(
+            self.store.mirror.apply_changes(
                 self.owner, unsubscribed=unsubscribed, subscribed=subscribed,
                 state={"changes_token": page.next_page_token, "lease_until": self._lease_end()},
             )

@@ -35,9 +35,9 @@ def run_worker(gate: Gate, stop: threading.Event, owner: str | None = None) -> N
     sync = mirror_sync_for(gate, stop, owner)
     log.info("mirror worker %s started", sync.owner)
     while not stop.is_set():
-        before = gate.store.call_counts(quota_day(utcnow())).sync
+        before = gate.store.calls.counts(quota_day(utcnow())).sync
         report = sync.run_once()
-        spent = gate.store.call_counts(quota_day(utcnow())).sync - before
+        spent = gate.store.calls.counts(quota_day(utcnow())).sync - before
         if report.ran and not report.error:
             log.info("mirror synced: %d windows loaded, %d change pages, +%d unsubscribed, -%d re-subscribed",
                      report.loaded_windows, report.change_pages, report.unsubscribed, report.subscribed)
@@ -49,7 +49,7 @@ def run_worker(gate: Gate, stop: threading.Event, owner: str | None = None) -> N
 def prune_deliveries(gate: Gate) -> None:
     """Drop signed callouts' kept answers older than DELIVERY_RETENTION; a failure waits for the next round."""
     try:
-        dropped = gate.store.prune_deliveries(utcnow() - DELIVERY_RETENTION)
+        dropped = gate.store.deliveries.prune(utcnow() - DELIVERY_RETENTION)
     except SQLAlchemyError as error:
         log.warning("could not prune webhook deliveries: %s", type(error).__name__)
         return

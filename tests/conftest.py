@@ -6,10 +6,11 @@ import os
 import shutil
 import threading
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import Table, select, text
+from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 from werkzeug.serving import make_server
 
@@ -17,7 +18,7 @@ from gateway import create_app
 from gateway.config import ApiKeySpec, GateConfig, normalize_database_url
 from gateway.store import Store
 from gateway.store.db import make_engine, upgrade
-from gateway.store.models import Base
+from gateway.store.models import Base, MirrorUnsubscribe
 
 CALLER_KEY = "test-caller-key"
 ADMIN_KEY = "test-admin-key"
@@ -49,35 +50,50 @@ def fresh_schema(engine) -> None:
     upgrade(engine)
 
 
+def rows_of_every_table(engine) -> dict[Table, list[dict]]:
+    with engine.connect() as connection:
+        return {table: [dict(row._mapping) for row in connection.execute(table.select())]
+                for table in Base.metadata.sorted_tables}
+
+
+def restore_rows(engine, rows: dict[Table, list[dict]]) -> None:
+    """Every table of the models back to `rows`: children emptied before their parents, parents filled first."""
+    with engine.begin() as connection:
+        for table in reversed(Base.metadata.sorted_tables):
+            connection.execute(table.delete())
+        for table in Base.metadata.sorted_tables:
+            if rows.get(table):
+                connection.execute(table.insert(), rows[table])
+
+
+@dataclass(frozen=True)
+class MigratedDatabase:
+    engine: Engine
+    seeded: dict[Table, list[dict]]  # the rows the migrations insert (the singletons), as they left them
+
+
 @pytest.fixture(scope="session")
-def engine(tmp_path_factory):
+def migrated(tmp_path_factory):
     url = os.environ.get("GATEWAY_TEST_DATABASE_URL")
     if url:
         engine = connect_or_skip(url)
     else:
         engine = make_engine(f"sqlite:///{tmp_path_factory.mktemp('db') / 'gate.sqlite3'}")
     fresh_schema(engine)
-    yield engine
+    yield MigratedDatabase(engine, rows_of_every_table(engine))
     engine.dispose()
 
 
+@pytest.fixture(scope="session")
+def engine(migrated):
+    return migrated.engine
+
+
 @pytest.fixture
-def store(engine):
-    store = Store(engine)
-    yield store
-    store.reset_sync_state()
-    with engine.begin() as connection:
-        connection.execute(text("DELETE FROM blocked_sends"))
-        connection.execute(text("DELETE FROM webhook_deliveries"))
-        connection.execute(text("DELETE FROM api_keys"))
-        connection.execute(text("DELETE FROM marketo_calls"))
-        connection.execute(
-            text(
-                "UPDATE gate_settings SET marketo_check_enabled = :off, failure_mode = NULL, marketo_connected = NULL,"
-                " marketo_message = NULL, marketo_checked_at = NULL, updated_at = NULL, updated_by = NULL"
-            ),
-            {"off": False},
-        )
+def store(migrated):
+    """The store on the test database; afterwards every table holds just what the migrations seeded again."""
+    yield Store(migrated.engine)
+    restore_rows(migrated.engine, migrated.seeded)
 
 
 @pytest.fixture
@@ -100,6 +116,15 @@ def gate_config(engine, **overrides) -> GateConfig:
     return replace(config, **overrides)
 
 
+def marketo_settings(simulator) -> dict:
+    """The config overrides that point the gate at a running simulator."""
+    return {
+        "marketo_base_url": simulator.base_url,
+        "marketo_client_id": simulator.state.client_id,
+        "marketo_client_secret": simulator.state.client_secret,
+    }
+
+
 @pytest.fixture
 def make_gate(engine, store):
     """Build a gate app; pass a simulator to point it at Marketo, `enabled=True` to turn the check on."""
@@ -107,17 +132,11 @@ def make_gate(engine, store):
 
     def make(simulator=None, *, enabled=False, **overrides):
         if simulator is not None:
-            state = simulator.state
-            overrides = {
-                "marketo_base_url": simulator.base_url,
-                "marketo_client_id": state.client_id,
-                "marketo_client_secret": state.client_secret,
-                **overrides,
-            }
+            overrides = {**marketo_settings(simulator), **overrides}
         app = create_app(gate_config(store.engine, **overrides))
         app.testing = True
         if enabled:
-            store.update_settings({"marketo_check_enabled": True}, updated_by="test")
+            store.settings.update({"marketo_check_enabled": True}, updated_by="test")
         apps.append(app)
         return app
 
@@ -179,3 +198,9 @@ def serving(wsgi_app):
     finally:
         server.shutdown()
         thread.join(timeout=5)
+
+
+def mirror_emails(store) -> set[str]:
+    """Every address in the mirror, read straight from its table."""
+    with store.engine.connect() as connection:
+        return set(connection.scalars(select(MirrorUnsubscribe.email)))

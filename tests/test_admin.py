@@ -103,7 +103,7 @@ def test_switch_flipped_through_this_process_is_seen_at_once_despite_the_setting
     body = {"client": "outlook", "to": ["someone@example.com"]}
     assert client.post("/v1/hooks/email-client", json=body, headers=CALLER).get_json()["enabled"] is True
     # Another process turning the check off is seen once the cache expires, not before ...
-    store.update_settings({"marketo_check_enabled": False}, updated_by="elsewhere")
+    store.settings.update({"marketo_check_enabled": False}, updated_by="elsewhere")
     assert client.post("/v1/hooks/email-client", json=body, headers=CALLER).get_json()["enabled"] is True
     # ... while an admin's change through this process applies to the very next check.
     assert client.patch("/v1/admin/settings", json={"marketo_check_enabled": False}, headers=ADMIN).status_code == 200

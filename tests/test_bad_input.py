@@ -10,7 +10,7 @@ ENDPOINTS = ["/v1/checks", "/v1/hooks/salesforce", "/v1/hooks/email-client"]
 def watched(client, simulator, store):
     """Asserts after the test that nothing was logged and Marketo was never asked."""
     yield client
-    assert store.blocked_sends(limit=10) == []
+    assert store.blocked_sends.page(limit=10) == []
     assert simulator.state.stats()["rest_calls"] == 0
 
 
@@ -53,7 +53,7 @@ def test_body_over_the_size_limit_is_413(make_gate, simulator, store):
     client = make_gate(simulator, enabled=True, max_content_length=2048).test_client()
     body = {"workflow": "single_send", "messages": [{"recipients": [{"email": f"p{i}@example.com"} for i in range(200)]}]}
     error_of(client.post("/v1/checks", json=body, headers=CALLER), 413)
-    assert store.blocked_sends(limit=10) == []
+    assert store.blocked_sends.page(limit=10) == []
 
 
 def test_too_many_recipients_is_413(make_gate, simulator, store):
@@ -131,8 +131,8 @@ def test_admin_patch_with_wrong_shape_is_422_and_changes_nothing(watched, store)
     for body in ({"marketo_check_enabled": "yes"}, {"marketo_check_enabled": 0}, {"failure_mode": "maybe"}, {},
                  {"colour": "red"}):
         error_of(watched.patch("/v1/admin/settings", json=body, headers=ADMIN), 422)
-    assert store.settings().marketo_check_enabled is True  # the gate fixture turned it on; still on
-    assert store.settings().failure_mode is None
+    assert store.settings.get().marketo_check_enabled is True  # the gate fixture turned it on; still on
+    assert store.settings.get().failure_mode is None
 
 
 def test_nul_characters_in_ids_and_addresses_are_logged_not_a_database_error(client, store):
@@ -140,5 +140,5 @@ def test_nul_characters_in_ids_and_addresses_are_logged_not_a_database_error(cli
             "messages": [{"id": "m\x001", "recipients": [{"email": "bad\x00address"}]}]}
     response = client.post("/v1/checks", json=body, headers=CALLER)
     assert response.status_code == 200
-    (row,) = store.blocked_sends(limit=10)
+    (row,) = store.blocked_sends.page(limit=10)
     assert (row.message_id, row.recipient) == ("m\ufffd1", "bad\ufffdaddress")

@@ -50,7 +50,7 @@ def test_preflight_from_a_listed_origin_needs_no_key_and_checks_nothing(cors_cli
     }  # and no Access-Control-Allow-Credentials: the gate takes no cookies
     assert "Origin" in response.headers.get_all("Vary") or "Origin" in response.headers["Vary"]
     assert response.get_data() == b""
-    assert store.blocked_sends(limit=10) == [] and unsubscribed.state.stats()["rest_calls"] == 0
+    assert store.blocked_sends.page(limit=10) == [] and unsubscribed.state.stats()["rest_calls"] == 0
 
 
 def test_preflight_allows_only_the_two_headers_and_post(cors_client):
@@ -199,7 +199,7 @@ def test_browser_addin_on_the_list_gets_the_answer(browser, make_gate, unsubscri
             (result,) = click_send(browser, f"{origin}/taskpane.html")["results"]
     assert result["status"] == "200" and result["decision"] == "deny", result
     assert result["text"] == "deny: Not sent: jane@example.com has unsubscribed from email in Marketo."
-    assert len(store.blocked_sends(limit=10)) == 1
+    assert len(store.blocked_sends.page(limit=10)) == 1
 
 
 @pytest.mark.parametrize("listed", [("https://addin.example.com",), ()], ids=["other-origin-listed", "none-listed"])
@@ -214,7 +214,7 @@ def test_browser_addin_not_on_the_list_is_refused_by_the_browser(browser, make_g
     assert "decision" not in result
     assert any("CORS" in line for line in seen["console"]), seen["console"]
     # the preflight failed, so the POST never left the browser: nothing was checked or logged
-    assert store.blocked_sends(limit=10) == []
+    assert store.blocked_sends.page(limit=10) == []
     assert unsubscribed.state.stats()["rest_calls"] == 0
 
 

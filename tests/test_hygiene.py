@@ -115,7 +115,7 @@ def test_admin_endpoints_refuse_caller_keys(client, store):
         response = getattr(client, method)(path, json=body, headers=CALLER)
         assert response.status_code == 403, (path, response.get_data(as_text=True))
         assert response.get_json()["error"] == {"code": "forbidden", "message": "Administrator permission required."}
-    assert store.settings().marketo_check_enabled is True  # the PATCH changed nothing
+    assert store.settings.get().marketo_check_enabled is True  # the PATCH changed nothing
 
 
 # Loggers that set their own level and so would not pass DEBUG records on just because the root logger does.
@@ -126,7 +126,7 @@ CHATTY_LOGGERS = ("gateway", "flask_cors", "flask-limiter", "werkzeug", "urllib3
 def test_no_key_subject_body_or_secret_in_any_log_record(make_gate, simulator, store, caplog, stored_key):
     simulator.state.add_lead("jane@example.com", unsubscribed=True)
     app = make_gate(simulator, enabled=True, cors_origins=("https://addin.example.com",))
-    key = store.create_key("log-test", "caller").key if stored_key else CALLER_KEY
+    key = store.keys.create("log-test", "caller").key if stored_key else CALLER_KEY
     subject = "Quarterly pricing for ZEBRA-7731 (confidential)"
     body = json.dumps({"client": "outlook", "sender": "rep@acme.example", "subject": subject,
                        "to": [{"emailAddress": "jane@example.com", "displayName": "Jane"}], "cc": ["bob@example.com"]})

@@ -102,11 +102,11 @@ def test_create_prints_the_key_once_and_the_database_holds_only_its_sha256(cli, 
 
 def test_a_created_key_authenticates_and_records_its_last_use(create, client, leads, store, cli):
     key = create("web-app")
-    assert store.keys()[0].last_used_at is None
+    assert store.keys.all()[0].last_used_at is None
     response = client.post("/v1/checks", json=WEB_CHECK, headers=bearer(key))
     assert response.status_code == 200, response.get_json()
     assert response.get_json()["results"][0]["decision"] == "deny"
-    (stored,) = store.keys()
+    (stored,) = store.keys.all()
     assert stored.last_used_at is not None
     assert "any source\tunsigned\tlast used 2" in cli("keys", "list")
 
@@ -149,7 +149,7 @@ def test_a_key_limited_to_sources_calls_only_their_endpoints(create, client, lea
 def test_a_limited_key_that_is_refused_is_not_marked_used(create, client, leads, store):
     key = create("sf-only", "--source", "salesforce")
     assert client.post("/v1/checks", json=WEB_CHECK, headers=bearer(key)).status_code == 403
-    assert store.keys()[0].last_used_at is None
+    assert store.keys.all()[0].last_used_at is None
 
 
 def test_environment_keys_keep_working_without_sources(client, leads):

@@ -71,7 +71,7 @@ def test_unconfigured_marketo_is_never_stopped_by_marketo_s_quota():
 
 def test_the_connection_test_records_why_marketo_cannot_be_used(store):
     assert check_marketo_connection(UnconfiguredMarketo(), store, timeout=1) == (False, NOT_CONFIGURED)
-    settings = store.settings()
+    settings = store.settings.get()
     assert (settings.marketo_connected, settings.marketo_message) == (False, NOT_CONFIGURED)
 
 

@@ -8,13 +8,11 @@ import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from sqlalchemy import select
 
 from gateway.budget import CallBudget
 from gateway.marketo.quota import quota_day
 from gateway.mirror import MirrorSync
 from gateway.store import utcnow
-from gateway.store.models import MirrorUnsubscribe
 from tests.conftest import ADMIN, CALLER
 
 NOW = datetime.now(timezone.utc)
@@ -28,12 +26,6 @@ def wait_for(condition, timeout=30.0, what="condition"):
             return value
         time.sleep(0.05)  # polling a condition, bounded by the deadline
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-
-
-def mirror_emails(store) -> set[str]:
-    """Every address in the mirror, read straight from its table."""
-    with store.engine.connect() as connection:
-        return set(connection.scalars(select(MirrorUnsubscribe.email)))
 
 
 def simulator_truth(state) -> set[str]:
@@ -76,7 +68,7 @@ def test_full_load_mirrors_every_unsubscribed_address_across_31_day_windows(gate
     assert report.ran and report.error is None
     assert report.loaded_windows == 4  # 101 days in windows of at most 31
     assert mirror_emails(store) == simulator_truth(crowd) | {"shared@example.com"}
-    assert store.sync_status().load_status == "complete"
+    assert store.sync.status().load_status == "complete"
     assert crowd.stats()["calls"]["export_create"] == 4
 
 
@@ -95,8 +87,8 @@ def test_checks_are_answered_from_a_fresh_mirror_with_no_marketo_call(gate_app, 
 def test_a_stale_mirror_falls_back_to_live_lookups(gate_app, crowd, store):
     sync = syncer(gate_app)
     sync.run_once()
-    store.acquire_sync_lease("someone-else", 60)
-    store.update_sync_state("someone-else", last_success_at=utcnow() - timedelta(minutes=11))
+    store.sync.acquire_lease("someone-else", 60)
+    store.sync.update("someone-else", last_success_at=utcnow() - timedelta(minutes=11))
     assert check(gate_app.test_client(), "person3@example.com") == ("deny", "live")
 
 
@@ -131,7 +123,7 @@ def test_two_workers_never_sync_at_once(gate_app, crowd, store):
     reports = {}
     thread = threading.Thread(target=lambda: reports.setdefault("a", first.run_once()))
     thread.start()
-    wait_for(lambda: store.sync_status().lease_owner == "worker-a", what="worker-a to take the lease")
+    wait_for(lambda: store.sync.status().lease_owner == "worker-a", what="worker-a to take the lease")
     assert second.run_once().ran is False
     thread.join(timeout=30)
     assert reports["a"].ran
@@ -144,7 +136,7 @@ def test_daily_budget_is_never_exceeded_and_shows_on_the_status(make_gate, simul
     answers = [check(client, f"new{i}@example.com") for i in range(8)]
     assert [via for _, via in answers] == ["live"] * 5 + ["policy"] * 3
     assert simulator.state.stats()["rest_calls"] == 5
-    counts = store.call_counts(quota_day(utcnow()))
+    counts = store.calls.counts(quota_day(utcnow()))
     assert (counts.used, counts.lookup) == (5, 5)
     status = client.get("/v1/admin/status", headers=ADMIN).get_json()
     assert status["budget"] == {"daily": 5, "sync_limit": 4, "remaining": 0, "exhausted": True}
@@ -169,7 +161,7 @@ def test_budget_counts_stay_exact_under_concurrent_processes(store):
     for t in threads:
         t.join()
     assert len(granted) == 40
-    assert store.call_counts(quota_day(utcnow())).used == 40
+    assert store.calls.counts(quota_day(utcnow())).used == 40
 
 
 def test_sync_is_paced_so_its_share_of_the_budget_lasts_the_day(store):
@@ -200,9 +192,9 @@ def test_status_shows_mirror_size_last_sync_and_lag(gate_app, crowd):
 def test_a_failed_export_is_started_again_on_the_next_run(gate_app, crowd, store):
     crowd.fail_next_export()
     first = syncer(gate_app).run_once()
-    assert first.error and store.sync_status().load_status == "loading"
+    assert first.error and store.sync.status().load_status == "loading"
     second = syncer(gate_app).run_once()
-    assert second.error is None and store.sync_status().load_status == "complete"
+    assert second.error is None and store.sync.status().load_status == "complete"
     assert mirror_emails(store) == simulator_truth(crowd)
 
 
@@ -225,19 +217,19 @@ def test_worker_killed_mid_load_resumes_and_ends_equal_to_marketo(engine, store,
     first = subprocess.Popen([sys.executable, "-m", "gateway.cli", "worker"], env=env,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        wait_for(lambda: (s := store.sync_status()).load_window_start and s.load_window_start > NOW - timedelta(days=60)
+        wait_for(lambda: (s := store.sync.status()).load_window_start and s.load_window_start > NOW - timedelta(days=60)
                  and s.load_status == "loading", what="the first worker to load two windows")
     finally:
         first.send_signal(signal.SIGKILL)
         first.wait(timeout=10)
-    assert store.sync_status().load_status == "loading"
+    assert store.sync.status().load_status == "loading"
     crowd.unsubscribe("person2@example.com")  # a change while nobody syncs
 
     second = subprocess.Popen([sys.executable, "-m", "gateway.cli", "worker"], env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         truth = simulator_truth(crowd)
-        wait_for(lambda: store.sync_status().load_status == "complete" and mirror_emails(store) == truth,
+        wait_for(lambda: store.sync.status().load_status == "complete" and mirror_emails(store) == truth,
                  timeout=60, what="the second worker to finish the load and match Marketo")
     finally:
         second.send_signal(signal.SIGTERM)
@@ -260,7 +252,7 @@ def test_worker_once_syncs_and_exits(engine, store, simulator, crowd):
     result = CliRunner().invoke(main, ["worker", "--once"], env=env)
     assert result.exit_code == 0, result.output
     assert f"mirror holds {len(simulator_truth(crowd))} unsubscribed addresses" in result.output
-    assert store.sync_status().load_status == "complete"
+    assert store.sync.status().load_status == "complete"
 
 
 def test_worker_process_logs_its_syncs(engine, store, simulator, crowd):
@@ -274,7 +266,7 @@ def test_worker_process_logs_its_syncs(engine, store, simulator, crowd):
     worker = subprocess.Popen([sys.executable, "-m", "gateway.cli", "worker"], env=env, stdout=subprocess.DEVNULL,
                               stderr=subprocess.PIPE, text=True)
     try:
-        wait_for(lambda: store.sync_status().last_success_at is not None, what="the worker's first sync")
+        wait_for(lambda: store.sync.status().last_success_at is not None, what="the worker's first sync")
     finally:
         worker.send_signal(signal.SIGTERM)
         _, logged = worker.communicate(timeout=15)

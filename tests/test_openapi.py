@@ -133,7 +133,7 @@ def data_snapshot(store):
     """What an answer must leave as it was when it is an error: the log of blocked sends and the settings."""
     with store.session() as session:
         logged = session.scalar(select(func.count()).select_from(BlockedSend))
-    settings_now = store.settings()
+    settings_now = store.settings.get()
     return (logged, settings_now.marketo_check_enabled, settings_now.failure_mode, settings_now.updated_at,
             settings_now.updated_by)
 

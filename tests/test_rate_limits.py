@@ -49,7 +49,7 @@ def test_over_the_limit_is_429_with_retry_after_and_nothing_logged(make_gate, un
 
     error = assert_rate_limited(check(client))
     assert "3 per 1 minute" in error["message"]
-    assert len(store.blocked_sends(limit=10)) == 3  # no 4th entry: the check never ran
+    assert len(store.blocked_sends.page(limit=10)) == 3  # no 4th entry: the check never ran
     assert unsubscribed.state.stats()["rest_calls"] == calls_before
 
 
@@ -148,7 +148,7 @@ def test_processes_sharing_redis_share_one_count(make_gate, unsubscribed, store,
     assert check(one).status_code == 200
     assert_rate_limited(check(two))
     assert_rate_limited(check(one))
-    assert len(store.blocked_sends(limit=10)) == 3
+    assert len(store.blocked_sends.page(limit=10)) == 3
 
 
 def test_without_redis_each_process_counts_alone(make_gate, unsubscribed):

@@ -60,7 +60,7 @@ def marketo(simulator):
 
 @pytest.fixture
 def salesforce_key(store):
-    new = store.create_key("sf-prod", "caller", sources=("salesforce",), require_signature=True)
+    new = store.keys.create("sf-prod", "caller", sources=("salesforce",), require_signature=True)
     return new.key, new.signing_secret
 
 
@@ -113,7 +113,7 @@ def test_the_denied_samples_are_in_the_blocked_send_log(gate, gate_url, salesfor
 
 def test_a_sample_signed_with_another_secret_is_refused(gate_url, salesforce_key, store):
     key, _secret = salesforce_key
-    other = store.create_key("sf-sandbox", "caller", sources=("salesforce",), require_signature=True)
+    other = store.keys.create("sf-sandbox", "caller", sources=("salesforce",), require_signature=True)
     response = post_sample(gate_url, (key, other.signing_secret), "flow-single-send-deny")
     assert response.status_code == 401
     assert response.json()["error"]["code"] == "invalid_signature"

@@ -36,7 +36,7 @@ def leads(simulator):
 
 @pytest.fixture
 def signed_key(store):
-    new = store.create_key("sf-prod", "caller", sources=("salesforce",), require_signature=True)
+    new = store.keys.create("sf-prod", "caller", sources=("salesforce",), require_signature=True)
     return new.key, new.signing_secret
 
 
@@ -46,7 +46,7 @@ def watched(client, store, simulator, leads):
     yield client
     assert rows(store, "blocked_sends") == 0
     assert rows(store, "webhook_deliveries") == 0
-    assert all(key.last_used_at is None for key in store.keys())
+    assert all(key.last_used_at is None for key in store.keys.all())
     assert simulator.state.stats()["rest_calls"] == 0
 
 
@@ -93,7 +93,7 @@ def test_cli_prints_a_standard_webhooks_secret_once(store):
     assert key.startswith("gk_") and secret.startswith("whsec_")
     assert len(base64.b64decode(secret.removeprefix("whsec_"))) == 32
     assert result.output.count(secret) == 1
-    (stored,) = store.keys()
+    (stored,) = store.keys.all()
     assert stored.require_signature and stored.signing_secret == secret
     assert secret not in repr(stored)
     listing = CliRunner().invoke(main, ["keys", "list"], env=env).output
@@ -107,7 +107,7 @@ def test_a_valid_signature_passes(client, leads, signed_key, store):
     (result,) = response.get_json()["results"]
     assert result["decision"] == "deny" and result["blocked"] == ["jane@example.com"]
     assert rows(store, "blocked_sends") == 1
-    assert store.keys()[0].last_used_at is not None
+    assert store.keys.all()[0].last_used_at is not None
 
 
 def test_the_standardwebhooks_signer_and_several_signatures_pass(client, leads, signed_key):
@@ -229,7 +229,7 @@ def test_a_webhook_id_reused_for_another_body_is_409(client, leads, signed_key, 
 
 def test_the_same_webhook_id_from_another_key_is_its_own_delivery(client, leads, signed_key, store):
     key, secret = signed_key
-    other = store.create_key("sf-sandbox", "caller", sources=("salesforce",), require_signature=True)
+    other = store.keys.create("sf-sandbox", "caller", sources=("salesforce",), require_signature=True)
     first = post(client, APEX_BODY, headers(key, secret, APEX_BODY, webhook_id="msg_x"))
     second = post(client, APEX_BODY, headers(other.key, other.signing_secret, APEX_BODY, webhook_id="msg_x"))
     assert first.get_json()["check_id"] != second.get_json()["check_id"]
@@ -309,9 +309,9 @@ def test_simultaneous_deliveries_of_one_id_run_the_check_once(gate, leads, signe
 
 def test_a_claim_abandoned_by_a_dead_process_is_taken_over(client, leads, signed_key, store):
     key, secret = signed_key
-    (stored,) = store.keys()
+    (stored,) = store.keys.all()
     request_hash = hashlib.sha256(PATH.encode() + b"\n" + APEX_BODY).hexdigest()
-    claim = store.claim_delivery(stored.id, "msg_dead", request_hash, stale_after=timedelta(seconds=60))
+    claim = store.deliveries.claim(stored.id, "msg_dead", request_hash, stale_after=timedelta(seconds=60))
     assert claim.state == "claimed"
     hdrs = headers(key, secret, APEX_BODY, webhook_id="msg_dead")
     error_of(post(client, APEX_BODY, hdrs), 409, "delivery_in_progress")
@@ -325,7 +325,7 @@ def test_a_claim_abandoned_by_a_dead_process_is_taken_over(client, leads, signed
 
 
 def test_keys_without_signatures_are_unaffected(client, leads, store):
-    new = store.create_key("sf-legacy", "caller", sources=("salesforce",))
+    new = store.keys.create("sf-legacy", "caller", sources=("salesforce",))
     junk = {"Authorization": f"Bearer {new.key}", "webhook-id": "msg_1", "webhook-timestamp": "0",
             "webhook-signature": "v1,garbage"}
     first = post(client, APEX_BODY, junk)

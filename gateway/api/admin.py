@@ -70,10 +70,10 @@ def settings_answer(settings: Settings) -> dict:
 @bp.get("/settings")
 @require("admin")
 def get_settings():
-    settings = _gate().store.settings()
+    settings = _gate().store.settings.get()
     if settings.marketo_checked_at is None or utcnow() - settings.marketo_checked_at > STATUS_MAX_AGE:
         check_connection()
-        settings = _gate().store.settings()
+        settings = _gate().store.settings.get()
     return jsonify(settings_answer(settings))
 
 
@@ -85,7 +85,7 @@ def patch_settings():
         connected, message = check_connection()
         if not connected:
             raise ApiError(409, "marketo_not_connected", f"The check stays off: {message}")
-    settings = _gate().store.update_settings(changes, updated_by=g.principal.name)
+    settings = _gate().store.settings.update(changes, updated_by=g.principal.name)
     _gate().checks.forget_context()
     return jsonify(settings_answer(settings))
 
@@ -96,8 +96,8 @@ def status():
     """Marketo calls today against the budget, and how fresh the mirror is."""
     gate = _gate()
     now = utcnow()
-    counts = gate.store.call_counts(quota_day(now))
-    sync = gate.store.sync_status()
+    counts = gate.store.calls.counts(quota_day(now))
+    sync = gate.store.sync.status()
     fresh = is_mirror_fresh(sync, gate.config.mirror_max_age, now)
     lag = (now - sync.last_success_at).total_seconds() if sync.last_success_at else None
     return jsonify(
@@ -114,7 +114,7 @@ def status():
                 "mirror": {
                     "mode": "mirror" if fresh else "live",
                     "fresh": fresh,
-                    "size": gate.store.mirror_size(),
+                    "size": gate.store.mirror.size(),
                     "load_status": sync.load_status,
                     "load_window_start": sync.load_window_start,
                     "last_sync_at": sync.last_success_at,
@@ -135,7 +135,7 @@ def blocked_sends():
     if query["format"] == "csv":
         return _csv_answer(store, query)
     limit = query.get("limit", DEFAULT_PAGE)
-    rows = store.blocked_sends(limit=limit + 1, before_id=query.get("cursor"))
+    rows = store.blocked_sends.page(limit=limit + 1, before_id=query.get("cursor"))
     page, more = rows[:limit], len(rows) > limit
     return jsonify(
         page_schema.dump(
@@ -156,12 +156,12 @@ def _csv_answer(store, query) -> Response:
     """Without `limit`, every row from the cursor on: an export; with it, one page and `X-Next-Cursor`."""
     headers = {"Content-Disposition": "attachment; filename=blocked-sends.csv"}
     if "limit" in query:
-        rows = store.blocked_sends(limit=query["limit"] + 1, before_id=query.get("cursor"))
+        rows = store.blocked_sends.page(limit=query["limit"] + 1, before_id=query.get("cursor"))
         if len(rows) > query["limit"]:
             rows = rows[: query["limit"]]
             headers["X-Next-Cursor"] = encode_cursor(rows[-1].id)
     else:
-        rows = store.iter_blocked_sends(before_id=query.get("cursor"))
+        rows = store.blocked_sends.iterate(before_id=query.get("cursor"))
 
     def lines():
         buffer = io.StringIO()

@@ -62,7 +62,7 @@ def _authenticate(key: str) -> Principal | None:
             matched = Principal(spec.name, spec.role)
     if matched:
         return matched
-    stored = gate.store.key_by_hash(hash_key(key))
+    stored = gate.store.keys.by_hash(hash_key(key))
     if stored is None:
         return None
     return Principal(
@@ -143,6 +143,6 @@ def _touch(principal: Principal) -> None:
     if principal.key_id is None or not principal.touch_due:
         return
     try:
-        current_app.extensions["gate"].store.touch_key(principal.key_id)
+        current_app.extensions["gate"].store.keys.touch(principal.key_id)
     except SQLAlchemyError:
         log.warning("could not record the last use of key %r", principal.name)

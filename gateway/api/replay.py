@@ -31,7 +31,7 @@ def deliver_once(key_id: int, webhook_id: str, produce: Callable[[], object]):
     """Answer a signed callout once per (key, webhook-id): run `produce` for the first delivery only."""
     store = current_app.extensions["gate"].store
     request_hash = hashlib.sha256(request.path.encode() + b"\n" + request.get_data(cache=True)).hexdigest()
-    claim = store.claim_delivery(key_id, webhook_id, request_hash, stale_after=DELIVERY_STALE_AFTER)
+    claim = store.deliveries.claim(key_id, webhook_id, request_hash, stale_after=DELIVERY_STALE_AFTER)
     if claim.state == DeliveryState.DONE:
         response = current_app.response_class(claim.body, status=claim.status, mimetype="application/json")
         response.headers[REPLAY_HEADER] = "true"
@@ -52,7 +52,7 @@ def deliver_once(key_id: int, webhook_id: str, produce: Callable[[], object]):
         # Blocked sends are logged in the check's own transaction, just before this: should this write fail
         # (the database gone in between), the claim stays in progress and a retry after
         # DELIVERY_STALE_AFTER runs the check again.
-        store.complete_delivery(claim.id, response.status_code, response.get_data(as_text=True))
+        store.deliveries.complete(claim.id, response.status_code, response.get_data(as_text=True))
     else:
         _release(store, claim.id)  # nothing was done: a retry of the same id may run afresh
     return response
@@ -60,6 +60,6 @@ def deliver_once(key_id: int, webhook_id: str, produce: Callable[[], object]):
 
 def _release(store, delivery_id: int) -> None:
     try:
-        store.release_delivery(delivery_id)
+        store.deliveries.release(delivery_id)
     except SQLAlchemyError:
         log.warning("could not release delivery %s; it is taken over after %s", delivery_id, DELIVERY_STALE_AFTER)

@@ -63,7 +63,7 @@ class ApiKey(Base):
     # Comma-separated sources (`salesforce`, `outlook`, `gmail`, `web`) the key may call for; NULL: any.
     sources: Mapped[str | None] = mapped_column(String(64), nullable=True)
     require_signature: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False, server_default=false())
-    # `whsec_<base64>`, kept as is: see Store.create_key for why it is stored rather than derived.
+    # `whsec_<base64>`, kept as is: see KeysRepository.create (store/keys.py) for why it is stored rather than derived.
     signing_secret: Mapped[str | None] = mapped_column(String(100), nullable=True)
 
 
