@@ -13,7 +13,7 @@ from gateway.budget import CallBudget
 from gateway.marketo.quota import quota_day
 from gateway.mirror import MirrorSync
 from gateway.store import utcnow
-from tests.conftest import ADMIN, CALLER
+from tests.conftest import ADMIN, CALLER, mirror_emails
 
 NOW = datetime.now(timezone.utc)
 

@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 
+from gateway.domain import DeliveryState
 from gateway.store.common import utcnow
 from gateway.store.models import WebhookDelivery
 from gateway.store.repository import Repository
@@ -25,7 +26,7 @@ class DeliveryClaim:
     """
 
     id: int | None
-    state: str
+    state: DeliveryState
     status: int | None = None
     body: str | None = None
 
