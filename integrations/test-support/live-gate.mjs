@@ -14,7 +14,15 @@ import { promisify } from "node:util";
 const run = promisify(execFile);
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
 const STARTUP_DEADLINE_MS = 90_000; // demo start on a busy 2-core CI machine: migrations, simulator, gunicorn
-const STOP_DEADLINE_MS = 15_000;
+const STOP_DEADLINE_MS = 30_000; // the demo waits up to 10 s for its sync thread, then 10 s for gunicorn
+
+function killGroup(pid) {
+  try {
+    process.kill(-pid, "SIGKILL");
+  } catch {
+    // nothing left in the group
+  }
+}
 
 // What the demo seeds (README "Two commands"): these have unsubscribed in the simulator, those have not.
 export const UNSUBSCRIBED = ["jane@example.com", "unsub@example.com", "dup@example.com"];
@@ -50,7 +58,7 @@ export function freePort() {
 async function waitUntilHealthy(url, child, output, deadlineMs) {
   const deadline = Date.now() + deadlineMs;
   while (Date.now() < deadline) {
-    if (child.exitCode !== null) throw new Error(`gateway demo exited with ${child.exitCode}:\n${output.join("")}`);
+    if (child.exitCode !== null || child.signalCode !== null) throw new Error(`gateway demo exited (${child.exitCode ?? child.signalCode}):\n${output.join("")}`);
     try {
       const response = await fetch(`${url}/healthz`, { signal: AbortSignal.timeout(1000) });
       if (response.ok) return;
@@ -99,16 +107,17 @@ export async function startGate({ keys = {}, env: extraEnv = {} } = {}) {
   async function stop() {
     if (child.exitCode === null && child.signalCode === null) {
       try {
-        process.kill(-child.pid, "SIGINT"); // the demo's Ctrl-C: it stops gunicorn and the simulator itself
+        process.kill(child.pid, "SIGINT"); // the demo's Ctrl-C: it stops gunicorn and the simulator itself
       } catch {
         // already gone
       }
-      const timer = setTimeout(() => {
-        try { process.kill(-child.pid, "SIGKILL"); } catch { /* gone */ }
-      }, STOP_DEADLINE_MS);
+      const timer = setTimeout(() => killGroup(child.pid), STOP_DEADLINE_MS);
       await exited;
       clearTimeout(timer);
     }
+    // Whatever the demo left behind in its process group (a gunicorn worker that outlived its master) goes too:
+    // an open connection to it would keep the test process from ever ending.
+    killGroup(child.pid);
     rmSync(dir, { recursive: true, force: true });
   }
 
