@@ -71,7 +71,7 @@ async function workerHealth(context, id) {
   }
 }
 
-test("Chromium loads the unpacked extension and its service worker starts without errors", { timeout: 120_000 }, async () => {
+test("Chromium loads the unpacked extension, its service worker starts without errors, and its options page saves", { timeout: 120_000 }, async () => {
   const { context, worker, id } = await launch(DIST);
   const errors = [];
   worker.on("console", (message) => { if (message.type() === "error") errors.push(message.text()); });
@@ -87,6 +87,29 @@ test("Chromium loads the unpacked extension and its service worker starts withou
       schema: chrome.runtime.getManifest().storage.managed_schema,
     }));
     assert.deepEqual(started, { name: "Marketo unsubscribe check for Gmail", listening: true, schema: "managed_schema.json" });
+
+    // The options page: what a rep without a policy fills in lands in chrome.storage.sync, as typed.
+    const options = await context.newPage();
+    const pageErrors = [];
+    options.on("pageerror", (error) => pageErrors.push(error.message));
+    const loaded = () => options.waitForFunction(() => document.querySelector("#timeoutMs").value !== "", null, { timeout: DEADLINE_MS });
+    await options.goto(`chrome-extension://${id}/options.html`);
+    await loaded(); // the settings are read asynchronously
+    assert.equal(await options.inputValue("#timeoutMs"), "4000");
+    assert.equal(await options.isChecked("#failClosed"), true);
+    assert.equal(await options.isHidden("#managed"), true, "no policy: nothing locked");
+    await options.fill("#url", "https://gate.acme.example/");
+    await options.fill("#key", "gk_from_the_options_page");
+    await options.uncheck("#failClosed");
+    await options.click("button[type=submit]");
+    await options.locator("#status", { hasText: "Saved." }).waitFor({ timeout: DEADLINE_MS });
+    const saved = await worker.evaluate(() => chrome.storage.sync.get(null));
+    assert.deepEqual(saved, { url: "https://gate.acme.example", key: "gk_from_the_options_page", timeoutMs: 4000, failClosed: false });
+    await options.reload();
+    await loaded();
+    assert.equal(await options.inputValue("#url"), "https://gate.acme.example");
+    assert.equal(await options.isChecked("#failClosed"), false);
+    assert.deepEqual(pageErrors, []);
     assert.deepEqual(errors, []);
   } finally {
     await context.close();
