@@ -62,3 +62,23 @@ export async function startFixedGate(status, body) {
   });
   return { url: await listen(server), requests: () => requests, close: closer(server) };
 }
+
+/** A gate that holds every request until release(), then answers it with `status` and `body`. */
+export async function startHeldGate(status, body) {
+  const held = [];
+  let arrived;
+  const firstArrived = new Promise((resolve) => { arrived = resolve; });
+  const server = createServer(async (request, response) => {
+    await readBody(request);
+    held.push(response);
+    arrived();
+  });
+  function release() {
+    const answered = held.splice(0).map((response) => new Promise((resolve) => {
+      response.writeHead(status, { "content-type": "application/json" });
+      response.end(JSON.stringify(body), resolve);
+    }));
+    return Promise.all(answered);
+  }
+  return { url: await listen(server), firstArrived, release, close: closer(server) };
+}

@@ -3,7 +3,7 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { freePort, startGate, SUBSCRIBED, UNSUBSCRIBED } from "../../test-support/live-gate.mjs";
-import { startFixedGate, startSilentGate, startTap } from "../../test-support/servers.mjs";
+import { startFixedGate, startHeldGate, startSilentGate, startTap } from "../../test-support/servers.mjs";
 import { ADDRESS, outlookWithDraft } from "./office.mjs";
 
 const NOT_ASKED = /could not be made/;
@@ -131,6 +131,23 @@ describe("when the gate cannot be asked", () => {
       assert.equal(outlook.completions.length, 1);
     } finally {
       await silent.close();
+    }
+  });
+
+  test("without AbortController, an answer that comes after timeoutMs changes nothing: completed once", { timeout: 30_000 }, async () => {
+    const late = await startHeldGate(200, { decision: "allow", reason: "too late" });
+    try {
+      const outlook = outlookWithDraft({ to: [ADDRESS(UNSUBSCRIBED[0])] }, configFor(late.url, { timeoutMs: 300 }), { withoutAbortController: true });
+      const { completed, work } = outlook.sendKeepingWork();
+      await late.firstArrived;
+      const first = await completed; // the timeout, while the gate still holds the request
+      assert.equal(first.allowEvent, false);
+      assert.match(first.errorMessage, /no answer within 0\.3 s/);
+      await late.release(); // now the gate says allow
+      await work; // the handler has read that answer
+      assert.equal(outlook.completions.length, 1, "event.completed is called exactly once");
+    } finally {
+      await late.close();
     }
   });
 

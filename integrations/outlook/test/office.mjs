@@ -22,7 +22,7 @@ function failingProperty(message) {
  * `config` replaces GATE_CONFIG (what an admin writes in src/config.js).
  * Returns {send(): Promise<completed options>, completions, registered, global}.
  */
-export function outlookWithDraft(draft, config) {
+export function outlookWithDraft(draft, config, { withoutAbortController = false } = {}) {
   const item = {};
   for (const field of ["to", "cc", "bcc"]) {
     item[field] = draft.failing === field ? failingProperty(`Outlook could not read ${field}`) : asyncProperty(draft[field] || []);
@@ -36,7 +36,10 @@ export function outlookWithDraft(draft, config) {
     actions: { associate(name, handler) { registered[name] = handler; } },
   }, "outlook");
 
-  const global = vm.createContext({ Office: office, fetch, AbortController, setTimeout, clearTimeout, console });
+  // Older JavaScript-only runtimes may have no AbortController: the handler must not rely on it.
+  const globals = { Office: office, fetch, setTimeout, clearTimeout, console };
+  if (!withoutAbortController) globals.AbortController = AbortController;
+  const global = vm.createContext(globals);
   global.self = global;
   const script = new vm.Script(readFileSync(join(KIT, "dist", "launchevent.js"), "utf8"), { filename: "dist/launchevent.js" });
   script.runInContext(global);
@@ -56,5 +59,14 @@ export function outlookWithDraft(draft, config) {
       Promise.resolve(registered.onMessageSendHandler(event)).then(() => resolve(completions));
     });
   }
-  return { send, sendAndSettle, completions, registered, global };
+  // The rep's Send, and the handler's own promise (which settles only when all its work is done).
+  function sendKeepingWork() {
+    let work;
+    const completed = new Promise((resolve) => {
+      const event = { completed(options) { const copy = JSON.parse(JSON.stringify(options)); completions.push(copy); resolve(copy); } };
+      work = registered.onMessageSendHandler(event);
+    });
+    return { completed, work };
+  }
+  return { send, sendAndSettle, sendKeepingWork, completions, registered, global };
 }
