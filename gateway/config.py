@@ -5,6 +5,7 @@ Every setting has one name here; the rest of the gate reads `app.config["GATE"]`
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -130,7 +131,12 @@ def parse_cors_origins(raw: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(origins))
 
 
+CHROME_EXTENSION_ORIGIN = re.compile(r"chrome-extension://[a-p]{32}\Z", re.IGNORECASE)  # the Gmail kit's worker
+
+
 def _is_origin(value: str) -> bool:
+    if CHROME_EXTENSION_ORIGIN.match(value):
+        return True
     parts = urlsplit(value)
     try:
         parts.port  # raises for a port that is not a number

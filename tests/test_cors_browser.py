@@ -110,8 +110,11 @@ def test_cors_origins_configuration():
     origins = " https://Addin.Example.com/ ,http://localhost:3000,https://addin.example.com"
     assert load_config({**base, "GATEWAY_CORS_ORIGINS": origins}).cors_origins == (
         "https://addin.example.com", "http://localhost:3000")
+    extension = "chrome-extension://abcdefghijklmnopabcdefghijklmnop"  # a Chrome extension's origin (the Gmail kit)
+    assert load_config({**base, "GATEWAY_CORS_ORIGINS": extension.upper()}).cors_origins == (extension,)
     for bad in ("*", "https://*.example.com", "addin.example.com", "https://addin.example.com/taskpane.html",
-                "ftp://addin.example.com", "https://addin.example.com:port"):
+                "ftp://addin.example.com", "https://addin.example.com:port", "chrome-extension://not-an-extension-id",
+                "chrome-extension://*", "chrome-extension://abcdefghijklmnopabcdefghijklmnop/options.html"):
         with pytest.raises(ConfigError, match="GATEWAY_CORS_ORIGINS"):
             load_config({**base, "GATEWAY_CORS_ORIGINS": bad})
 
