@@ -68,13 +68,29 @@ def wait_for(condition, deadline_seconds: float, what: str) -> None:
 
 def demo_env(tmp_path: Path) -> dict:
     env = {key: value for key, value in os.environ.items() if not key.startswith(("GATEWAY_", "MARKETO_", "PORT"))}
-    return {**env, "DATABASE_URL": f"sqlite:///{tmp_path / 'demo.sqlite3'}", "GATEWAY_SYNC_INTERVAL": "2"}
+    return {**env, "DATABASE_URL": f"sqlite:///{tmp_path / 'demo.sqlite3'}", "GATEWAY_SYNC_INTERVAL": "2",
+            "PYTHONUNBUFFERED": "1"}  # what the demo prints is readable while it runs
 
 
-def start_demo(tmp_path: Path, port: int, marketo_port: int) -> subprocess.Popen:
-    return subprocess.Popen([str(GATEWAY), "demo", "--port", str(port), "--marketo-port", str(marketo_port)],
-                            env=demo_env(tmp_path), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+class Demo(subprocess.Popen):
+    """`gateway demo` with its output in files, readable while it runs (pipes would fill with the access log)."""
+
+    def __init__(self, tmp_path: Path, port: int, marketo_port: int):
+        self.out_path, self.err_path = tmp_path / "demo.out", tmp_path / "demo.err"
+        with open(self.out_path, "w") as out, open(self.err_path, "w") as err:
+            super().__init__([str(GATEWAY), "demo", "--port", str(port), "--marketo-port", str(marketo_port)],
+                             env=demo_env(tmp_path), cwd=tmp_path, stdout=out, stderr=err, text=True)
+
+    def printed(self) -> tuple[str, str]:
+        return self.out_path.read_text(), self.err_path.read_text()
+
+    def finish(self, timeout: float = 60) -> tuple[str, str]:
+        self.wait(timeout=timeout)
+        return self.printed()
+
+
+def start_demo(tmp_path: Path, port: int, marketo_port: int) -> Demo:
+    return Demo(tmp_path, port, marketo_port)
 
 
 def answers(url: str) -> bool:
@@ -89,12 +105,13 @@ def test_a_signal_stops_the_demo_and_everything_it_started(tmp_path, stop_signal
     port, marketo_port = free_port(), free_port()
     demo = start_demo(tmp_path, port, marketo_port)
     try:
-        wait_for(lambda: answers(f"http://127.0.0.1:{port}/readyz") or demo.poll() is not None, 90, "the demo is up")
-        assert demo.poll() is None, demo.communicate()
+        wait_for(lambda: "The gate is up" in demo.printed()[0] or demo.poll() is not None, 90, "the demo says it is up")
+        assert demo.poll() is None, demo.printed()
+        assert answers(f"http://127.0.0.1:{port}/readyz")
         started = descendants(demo.pid)
         assert len(started) >= 4, "the simulator, gunicorn and its two workers"
         demo.send_signal(stop_signal)
-        out, err = demo.communicate(timeout=60)
+        out, err = demo.finish()
     finally:
         if demo.poll() is None:
             demo.kill()
@@ -112,7 +129,7 @@ def test_a_busy_port_is_an_error_before_anything_is_up(tmp_path, busy):
         squatter.bind(("127.0.0.1", port if busy == "gate" else marketo_port))
         squatter.listen()
         demo = start_demo(tmp_path, port, marketo_port)
-        out, err = demo.communicate(timeout=60)
+        out, err = demo.finish()
         other = marketo_port if busy == "gate" else port
         assert port_is_free(other), "nothing was started on the other port"
     assert demo.returncode == 1
@@ -132,7 +149,7 @@ def test_sigterm_while_starting_stops_what_was_started(tmp_path):
         started = descendants(demo.pid)
         assert started, "the simulator runs"
         demo.send_signal(signal.SIGTERM)
-        out, err = demo.communicate(timeout=60)
+        out, err = demo.finish()
     finally:
         if demo.poll() is None:
             demo.kill()
