@@ -204,3 +204,13 @@ def mirror_emails(store) -> set[str]:
     """Every address in the mirror, read straight from its table."""
     with store.engine.connect() as connection:
         return set(connection.scalars(select(MirrorUnsubscribe.email)))
+
+
+class FakeClock:
+    """A monotonic clock that moves only when a test sets `now`."""
+
+    def __init__(self, now: float = 1000.0):
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now

@@ -4,14 +4,7 @@ from __future__ import annotations
 import pytest
 
 from gateway.cache import TTLCache
-
-
-class FakeClock:
-    def __init__(self, now: float = 1000.0):
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
+from tests.conftest import FakeClock
 
 
 @pytest.fixture

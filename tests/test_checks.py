@@ -14,17 +14,9 @@ from gateway.decisions import CheckRequest, Message, Recipient, Verdict
 from gateway.domain import Decision
 from gateway.marketo.interfaces import UnconfiguredMarketo
 from gateway.store import utcnow
-from tests.conftest import gate_config, marketo_settings
+from tests.conftest import FakeClock, gate_config, marketo_settings
 
 JANE, BOB, NEW = "jane@example.com", "bob@example.com", "new@example.com"
-
-
-class FakeClock:
-    def __init__(self, now: float = 1000.0):
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
