@@ -1,5 +1,13 @@
 """gunicorn settings, read from the environment Heroku-style (gunicorn loads this file from the app root)."""
+import glob
 import os
+import tempfile
+
+# /metrics adds up every worker's counters: prometheus-client keeps them in files in this directory, and must be
+# told so before it is imported (the app is imported after this file). Set it to choose the directory; it is
+# emptied when gunicorn starts, so counts of an earlier run are not added in.
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="gateway-metrics-")
 
 bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
@@ -26,3 +34,25 @@ def on_starting(server):
     url = database_url()
     if url.startswith("sqlite"):
         upgrade(make_engine(url))
+    empty_metrics_dir(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+
+
+def empty_metrics_dir(path):
+    """Only prometheus-client's own files go: the directory may be one an operator chose."""
+    os.makedirs(path, exist_ok=True)
+    for name in glob.glob(os.path.join(path, "*.db")):
+        os.remove(name)
+
+
+def post_worker_init(worker):
+    """Each web worker says, at start and every few minutes, when the check is off (gateway/switch.py)."""
+    from gateway.switch import watch_switch
+
+    watch_switch(worker.wsgi.extensions["gate"], "web")
+
+
+def child_exit(server, worker):
+    """A worker that ended: its live gauges go, its counters stay in the sum (prometheus-client's multiprocess mode)."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
