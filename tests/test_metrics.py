@@ -1,15 +1,27 @@
 """GET /metrics: what it counts after real checks, the gauges it reads from the database, and who may read it."""
 from __future__ import annotations
 
+import json
 import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
+import requests
+from prometheus_client import multiprocess
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.metrics import load_progress, outbox_depth, record_salesforce_call
 from gateway.store import utcnow
-from tests.conftest import ADMIN, CALLER
+from tests.conftest import ADMIN, ADMIN_KEY, CALLER, CALLER_KEY
 
 JANE, BOB = "jane@example.com", "bob@example.com"
 
@@ -179,3 +191,124 @@ def test_status_says_whether_the_check_is_enabled(make_gate, store):
     assert client.get("/v1/admin/status", headers=ADMIN).get_json()["enabled"] is False
     store.settings.update({"marketo_check_enabled": True}, updated_by="test")
     assert client.get("/v1/admin/status", headers=ADMIN).get_json()["enabled"] is True
+
+
+# Under a real gunicorn with two workers --------------------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parent.parent
+CHECKS_SENT = 120  # at most; the test stops once both workers answered some
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_until(condition, seconds: float, what: str):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if (found := condition()):
+            return found
+        time.sleep(0.1)  # polling a condition, bounded by the deadline
+    raise AssertionError(f"{what} within {seconds:.0f} s")
+
+
+def answers(url: str) -> bool:
+    try:
+        return requests.get(url, timeout=2).status_code == 200
+    except requests.RequestException:  # not listening yet, or still booting
+        return False
+
+
+@contextmanager
+def gunicorn_gate(engine, tmp_path):
+    """gunicorn app:app with gunicorn.conf.py and two workers, on the test database, logging JSON lines.
+
+    Yields the base URL, the metrics directory and a dict that holds gunicorn's stdout and stderr once it stopped.
+    """
+    metrics_dir = tmp_path / "metrics"
+    metrics_dir.mkdir()
+    (metrics_dir / "counter_99999999.db").write_bytes(b"left over from an earlier run")
+    port = free_port()
+    env = {key: value for key, value in os.environ.items()
+           if not key.startswith(("MARKETO_", "GATEWAY_", "PROMETHEUS_", "SECRET_KEY", "DATABASE_URL", "REDIS_URL",
+                                  "LOG_FORMAT", "WEB_CONCURRENCY", "PORT"))}
+    env.update(PORT=str(port), WEB_CONCURRENCY="2", GUNICORN_THREADS="1", DATABASE_URL=engine.url.render_as_string(hide_password=False),
+               SECRET_KEY="test", LOG_FORMAT="json", PROMETHEUS_MULTIPROC_DIR=str(metrics_dir),
+               GATEWAY_API_KEYS=f"test-caller:caller:{CALLER_KEY},test-admin:admin:{ADMIN_KEY}",
+               GATEWAY_METRICS_TOKEN="scrape-token", GATEWAY_RATE_LIMIT="off")
+    # Sync workers (one thread) take one request at a time, so concurrent checks reach both (a gthread worker may
+    # take them all); the metrics files and their sum work the same for either kind of worker.
+    process = subprocess.Popen([sys.executable, "-m", "gunicorn", "--config", "gunicorn.conf.py",
+                                "--worker-class", "sync", "app:app"],
+                               cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    base = f"http://127.0.0.1:{port}"
+    output: dict[str, str] = {}
+    try:
+        wait_until(lambda: answers(f"{base}/healthz") or process.poll() is not None, 30, "gunicorn to answer")
+        assert process.poll() is None, process.communicate()
+        yield base, metrics_dir, output
+    finally:
+        process.send_signal(signal.SIGTERM)
+        output["stdout"], output["stderr"] = process.communicate(timeout=30)
+
+
+def samples_of(families) -> dict[tuple[str, frozenset], float]:
+    return {(sample.name, frozenset(sample.labels.items())): sample.value
+            for family in families for sample in family.samples}
+
+
+def test_two_gunicorn_workers_add_up_in_one_scrape_and_log_json_without_allowed_addresses(engine, store, tmp_path):
+    allowed = [f"allowed-person-{n}@example.com" for n in range(CHECKS_SENT)]
+    labels = dict(source="web", workflow="single_send", decision="deny")
+    with gunicorn_gate(engine, tmp_path) as (base, metrics_dir, output):
+        assert not (metrics_dir / "counter_99999999.db").exists(), "gunicorn.conf.py empties the directory at start"
+
+        def send(address: str) -> int:
+            body = check_body(address, "not-an-address")  # the check is off: the invalid address is the one denial
+            return requests.post(f"{base}/v1/checks", json=body, headers={**CALLER, "Connection": "close"},
+                                 timeout=10).status_code
+
+        def checks_per_worker() -> dict[str, float]:
+            """Each worker writes its own file (counter_<pid>.db) once it counted something."""
+            counted = {}
+            for path in metrics_dir.glob("counter_*.db"):
+                merged = samples_of(multiprocess.MultiProcessCollector.merge([str(path)], accumulate=False))
+                counted[path.name] = value(merged, "gateway_checks_total", **labels)
+            return counted
+
+        sent = 0
+        with ThreadPoolExecutor(max_workers=6) as pool:
+            # Until both workers answered checks (the second may still be booting when the first answers).
+            while sent < len(allowed) and len([n for n in checks_per_worker().values() if n]) < 2:
+                batch = allowed[sent:sent + 12]
+                assert set(pool.map(send, batch)) == {200}
+                sent += len(batch)
+        per_worker = checks_per_worker()
+        assert len([n for n in per_worker.values() if n]) == 2, f"both workers answered checks: {per_worker}"
+        assert sum(per_worker.values()) == sent
+        for _ in range(6):  # whichever worker answers the scrape, it shows both workers' counts
+            response = requests.get(f"{base}/metrics", timeout=10,
+                                    headers={"Authorization": "Bearer scrape-token", "Connection": "close"})
+            assert response.status_code == 200
+            scraped = samples(response.text)
+            assert value(scraped, "gateway_checks_total", **labels) == sent
+            assert value(scraped, "gateway_check_duration_seconds_count", source="web") == sent
+            assert value(scraped, "gateway_check_enabled") == 0
+        assert requests.get(f"{base}/metrics", timeout=10).status_code == 401
+
+    logged = output["stderr"] + output["stdout"]
+    for address in allowed:
+        assert address not in logged
+    events = [json.loads(line) for line in output["stderr"].splitlines() if line.startswith("{")]
+    assert all(set(line) == {"ts", "level", "event", "fields"} for line in events)
+    denied = [line for line in events if line["event"] == "check.denied"]
+    assert len(denied) == sent
+    assert denied[0]["level"] == "info" and denied[0]["fields"]["recipients"] == ["***"]
+    assert denied[0]["fields"]["reasons"] == ["invalid_address"] and denied[0]["fields"]["source"] == "web"
+    # The check starts off: each web worker says so, with what to do about it.
+    warnings = [line for line in events if line["event"] == "switch.off"]
+    assert len(warnings) >= 2 and all(line["level"] == "warning" for line in warnings)
+    assert {line["fields"]["process"] for line in warnings} == {"web"}
+    assert "PATCH /v1/admin/settings" in warnings[0]["fields"]["message"]
