@@ -36,6 +36,9 @@ MIRROR_ALLOWED = Verdict(Decision.ALLOW, ReasonCode.ALLOWED, CheckedVia.MIRROR)
 LIVE_UNSUBSCRIBED = Verdict(Decision.DENY, ReasonCode.UNSUBSCRIBED, CheckedVia.LIVE)
 LIVE_ALLOWED = Verdict(Decision.ALLOW, ReasonCode.ALLOWED, CheckedVia.LIVE)
 LIVE_NOT_IN_MARKETO = Verdict(Decision.ALLOW, ReasonCode.NOT_IN_MARKETO, CheckedVia.LIVE)
+CACHE_VERDICTS = {
+    (decision, reason): Verdict(decision, reason, CheckedVia.CACHE) for decision in Decision for reason in ReasonCode
+}
 # Leaves time, inside the caller's deadline, to write the log and answer after Marketo gives up.
 ANSWER_MARGIN = 0.25
 
@@ -49,6 +52,11 @@ class CheckOutcome:
 
 def new_check_id() -> str:
     return "chk_" + uuid.uuid4().hex
+
+
+def cache_verdict(decision: Decision, reason_code: ReasonCode) -> Verdict:
+    """The cache's answer as a shared Verdict: no object per address, and /metrics tallies them by identity."""
+    return CACHE_VERDICTS.get((decision, reason_code)) or Verdict(decision, reason_code, CheckedVia.CACHE)
 
 
 class CheckService:
@@ -100,7 +108,7 @@ class CheckService:
             unsubscribed = self.store.mirror.unsubscribed_among(addresses)
             return {a: MIRROR_UNSUBSCRIBED if a in unsubscribed else MIRROR_ALLOWED for a in addresses}
         verdicts: dict[str, Verdict] = {
-            address: Verdict(cached.decision, cached.reason_code, CheckedVia.CACHE)
+            address: cache_verdict(cached.decision, cached.reason_code)
             for address, cached in self.cache.get_many(addresses).items()
         }
         missing = [address for address in addresses if address not in verdicts]

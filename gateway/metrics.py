@@ -86,10 +86,13 @@ def count_check(source: str, workflow: str, denied: bool, verdicts: Collection, 
     """One check: `verdicts` are the chain's Verdicts, one per address; `invalid` addresses the schema refused."""
     CHECKS.labels(source, workflow, "deny" if denied else "allow").inc()
     CHECK_SECONDS.labels(source).observe(seconds)
-    # Counted by identity: the chain hands out a few shared Verdict objects, so this is a C-speed pass.
+    # Tallied by identity (a C-speed pass: the chain hands out shared Verdict objects), then by value over those
+    # few groups; a few increments per check, however many addresses.
     by_id = dict(zip(map(id, verdicts), verdicts))
+    by_value: Tally = Tally()
     for key, count in Tally(map(id, verdicts)).items():
-        verdict = by_id[key]
+        by_value[by_id[key]] += count
+    for verdict, count in by_value.items():
         CHECKED_ADDRESSES.labels(source, workflow, verdict.decision, verdict.reason_code, verdict.checked_via).inc(count)
     if invalid:
         CHECKED_ADDRESSES.labels(source, workflow, "deny", "invalid_address", "validation").inc(invalid)
