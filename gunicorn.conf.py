@@ -1,12 +1,14 @@
 """gunicorn settings, read from the environment Heroku-style (gunicorn loads this file from the app root)."""
 import glob
 import os
+import shutil
 import tempfile
 
 # /metrics adds up every worker's counters: prometheus-client keeps them in files in this directory, and must be
 # told so before it is imported (the app is imported after this file). Set it to choose the directory; it is
 # emptied when gunicorn starts, so counts of an earlier run are not added in.
-if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+MADE_METRICS_DIR = not os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+if MADE_METRICS_DIR:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="gateway-metrics-")
 
 bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
@@ -56,3 +58,9 @@ def child_exit(server, worker):
     from prometheus_client import multiprocess
 
     multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    """The directory made above goes with gunicorn; one an operator chose stays."""
+    if MADE_METRICS_DIR:
+        shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
