@@ -4,13 +4,6 @@ import os
 import shutil
 import tempfile
 
-# /metrics adds up every worker's counters: prometheus-client keeps them in files in this directory, and must be
-# told so before it is imported (the app is imported after this file). Set it to choose the directory; it is
-# emptied when gunicorn starts, so counts of an earlier run are not added in.
-MADE_METRICS_DIR = not os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-if MADE_METRICS_DIR:
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="gateway-metrics-")
-
 bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 # Threads, so one caller waiting on a slow Marketo (up to the check deadline) does not hold a whole worker.
@@ -23,24 +16,36 @@ accesslog = "-"
 access_log_format = '%(h)s "%(m)s %(U)s" %(s)s %(b)s %(M)sms'
 
 
+# Set by on_starting when it made the metrics directory itself (PROMETHEUS_MULTIPROC_DIR unset): removed on exit.
+made_metrics_dir = None
+
+
 def on_starting(server):
     """Refuse a configuration the gate cannot run with, in one line (not a traceback from every worker); and
     since the embedded SQLite default needs no release phase, migrate it once, in the master, before workers fork."""
+    prepare_metrics_dir()  # before the gate, and so prometheus-client, is imported
     from gateway.config import ConfigError, database_url, load_config
     from gateway.store.db import make_engine, upgrade
 
     try:
         load_config()
     except ConfigError as error:
+        on_exit(server)
         raise RuntimeError(f"configuration: {error}") from None  # gunicorn prints "Error: ..." and exits 1
     url = database_url()
     if url.startswith("sqlite"):
         upgrade(make_engine(url))
-    empty_metrics_dir(os.environ["PROMETHEUS_MULTIPROC_DIR"])
 
 
-def empty_metrics_dir(path):
-    """Only prometheus-client's own files go: the directory may be one an operator chose."""
+def prepare_metrics_dir():
+    """/metrics adds up every worker's counters: prometheus-client keeps them in files in PROMETHEUS_MULTIPROC_DIR,
+    read when it is imported. Set it to choose the directory, else a new one is made. Its counts of an earlier run
+    are deleted, so they are not added in (only prometheus-client's own files: it may be a directory you chose)."""
+    global made_metrics_dir
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not path:
+        path = made_metrics_dir = tempfile.mkdtemp(prefix="gateway-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
     os.makedirs(path, exist_ok=True)
     for name in glob.glob(os.path.join(path, "*.db")):
         os.remove(name)
@@ -61,6 +66,6 @@ def child_exit(server, worker):
 
 
 def on_exit(server):
-    """The directory made above goes with gunicorn; one an operator chose stays."""
-    if MADE_METRICS_DIR:
-        shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
+    """The metrics directory on_starting made goes with gunicorn; one an operator chose stays."""
+    if made_metrics_dir:
+        shutil.rmtree(made_metrics_dir, ignore_errors=True)
