@@ -1,5 +1,8 @@
 """gunicorn settings, read from the environment Heroku-style (gunicorn loads this file from the app root)."""
+import glob
 import os
+import shutil
+import tempfile
 
 bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
@@ -13,16 +16,56 @@ accesslog = "-"
 access_log_format = '%(h)s "%(m)s %(U)s" %(s)s %(b)s %(M)sms'
 
 
+# Set by on_starting when it made the metrics directory itself (PROMETHEUS_MULTIPROC_DIR unset): removed on exit.
+made_metrics_dir = None
+
+
 def on_starting(server):
     """Refuse a configuration the gate cannot run with, in one line (not a traceback from every worker); and
     since the embedded SQLite default needs no release phase, migrate it once, in the master, before workers fork."""
+    prepare_metrics_dir()  # before the gate, and so prometheus-client, is imported
     from gateway.config import ConfigError, database_url, load_config
     from gateway.store.db import make_engine, upgrade
 
     try:
         load_config()
     except ConfigError as error:
+        on_exit(server)
         raise RuntimeError(f"configuration: {error}") from None  # gunicorn prints "Error: ..." and exits 1
     url = database_url()
     if url.startswith("sqlite"):
         upgrade(make_engine(url))
+
+
+def prepare_metrics_dir():
+    """/metrics adds up every worker's counters: prometheus-client keeps them in files in PROMETHEUS_MULTIPROC_DIR,
+    read when it is imported. Set it to choose the directory, else a new one is made. Its counts of an earlier run
+    are deleted, so they are not added in (only prometheus-client's own files: it may be a directory you chose)."""
+    global made_metrics_dir
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not path:
+        path = made_metrics_dir = tempfile.mkdtemp(prefix="gateway-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+    os.makedirs(path, exist_ok=True)
+    for name in glob.glob(os.path.join(path, "*.db")):
+        os.remove(name)
+
+
+def post_worker_init(worker):
+    """Each web worker says, at start and every few minutes, when the check is off (gateway/switch.py)."""
+    from gateway.switch import watch_switch
+
+    watch_switch(worker.wsgi.extensions["gate"], "web")
+
+
+def child_exit(server, worker):
+    """A worker that ended: its live gauges go, its counters stay in the sum (prometheus-client's multiprocess mode)."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    """The metrics directory on_starting made goes with gunicorn; one an operator chose stays."""
+    if made_metrics_dir:
+        shutil.rmtree(made_metrics_dir, ignore_errors=True)

@@ -27,9 +27,17 @@ class Gate:
     checks: CheckService
 
 
-def configure_logging() -> None:
-    """INFO to stderr for every process of the gate (web, worker, demo); a no-op where logging is set up."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+def configure_logging(log_format: str | None = None) -> None:
+    """INFO to stderr for every process of the gate (web, worker, demo), as LOG_FORMAT says (JSON lines or
+    key=value text, gateway/logs.py); a no-op where logging is set up."""
+    import os
+
+    from gateway.config import log_format as log_format_in
+    from gateway.logs import LOG_FORMATTERS
+
+    handler = logging.StreamHandler()
+    handler.setFormatter(LOG_FORMATTERS[log_format or log_format_in(os.environ)]())
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
 
 
 def build_marketo(config: GateConfig, budget: CallBudget) -> MarketoService:
@@ -38,6 +46,7 @@ def build_marketo(config: GateConfig, budget: CallBudget) -> MarketoService:
         return UnconfiguredMarketo()
     from gateway.logs import redact_secrets_in_logs
     from gateway.marketo.client import MarketoClient
+    from gateway.metrics import record_marketo_call
 
     redact_secrets_in_logs()  # the identity call's URL holds the client secret; urllib3 logs URLs at DEBUG
     return MarketoClient(
@@ -47,6 +56,7 @@ def build_marketo(config: GateConfig, budget: CallBudget) -> MarketoService:
         request_timeout=config.marketo_request_timeout,
         max_concurrency=config.marketo_max_concurrency,
         on_call=budget,
+        on_outcome=record_marketo_call,  # /metrics counts each call's outcome; a failure is a marketo.error event
     )
 
 
@@ -64,15 +74,16 @@ def create_app(config: GateConfig | None = None) -> Flask:
     config = config or load_config()
     app.config.update(SECRET_KEY=config.secret_key, MAX_CONTENT_LENGTH=config.max_content_length)
     app.json.sort_keys = False
-    configure_logging()
+    configure_logging(config.log_format)
     app.extensions["gate"] = build_gate(config)
 
-    from gateway.api import admin, callouts, errors, health, openapi
+    from gateway.api import admin, callouts, errors, health, metrics, openapi
 
     errors.register_error_handlers(app)
     app.register_blueprint(callouts.bp)
     app.register_blueprint(admin.bp)
     app.register_blueprint(health.bp)
+    app.register_blueprint(metrics.bp)
     openapi.init_app(app)
 
     from gateway.api import security

@@ -15,6 +15,7 @@ from gateway.config import GateConfig
 from gateway.connection import CONNECTED_MESSAGE, describe_marketo_error
 from gateway.decisions import CheckRequest, MessageResult, Verdict, decide
 from gateway.domain import CheckedVia, Decision, ReasonCode
+from gateway.events import emit, mask_address
 from gateway.marketo import (
     MarketoAuthError,
     MarketoBudgetExhausted,
@@ -23,6 +24,7 @@ from gateway.marketo import (
     MarketoQuotaExceeded,
 )
 from gateway.marketo.interfaces import MarketoService
+from gateway.metrics import count_check
 from gateway.mirror import is_mirror_fresh
 from gateway.store import BlockedSendEntry, Settings, Store, SyncStatus
 
@@ -34,6 +36,9 @@ MIRROR_ALLOWED = Verdict(Decision.ALLOW, ReasonCode.ALLOWED, CheckedVia.MIRROR)
 LIVE_UNSUBSCRIBED = Verdict(Decision.DENY, ReasonCode.UNSUBSCRIBED, CheckedVia.LIVE)
 LIVE_ALLOWED = Verdict(Decision.ALLOW, ReasonCode.ALLOWED, CheckedVia.LIVE)
 LIVE_NOT_IN_MARKETO = Verdict(Decision.ALLOW, ReasonCode.NOT_IN_MARKETO, CheckedVia.LIVE)
+CACHE_VERDICTS = {
+    (decision, reason): Verdict(decision, reason, CheckedVia.CACHE) for decision in Decision for reason in ReasonCode
+}
 # Leaves time, inside the caller's deadline, to write the log and answer after Marketo gives up.
 ANSWER_MARGIN = 0.25
 
@@ -47,6 +52,11 @@ class CheckOutcome:
 
 def new_check_id() -> str:
     return "chk_" + uuid.uuid4().hex
+
+
+def cache_verdict(decision: Decision, reason_code: ReasonCode) -> Verdict:
+    """The cache's answer as a shared Verdict: no object per address, and /metrics tallies them by identity."""
+    return CACHE_VERDICTS.get((decision, reason_code)) or Verdict(decision, reason_code, CheckedVia.CACHE)
 
 
 class CheckService:
@@ -86,7 +96,9 @@ class CheckService:
         verdicts = self.resolve(request.addresses(), settings, sync, deadline)
         results = decide(request, verdicts)
         check_id = new_check_id()
-        self.store.blocked_sends.log(blocked_entries(check_id, request, results))
+        entries = blocked_entries(check_id, request, results)
+        self.store.blocked_sends.log(entries)
+        report_check(request, verdicts, entries, time.monotonic() - started)
         return CheckOutcome(check_id, settings.marketo_check_enabled, results)
 
     def resolve(self, addresses: list[str], settings: Settings, sync: SyncStatus, deadline: float) -> dict[str, Verdict]:
@@ -96,7 +108,7 @@ class CheckService:
             unsubscribed = self.store.mirror.unsubscribed_among(addresses)
             return {a: MIRROR_UNSUBSCRIBED if a in unsubscribed else MIRROR_ALLOWED for a in addresses}
         verdicts: dict[str, Verdict] = {
-            address: Verdict(cached.decision, cached.reason_code, CheckedVia.CACHE)
+            address: cache_verdict(cached.decision, cached.reason_code)
             for address, cached in self.cache.get_many(addresses).items()
         }
         missing = [address for address in addresses if address not in verdicts]
@@ -137,6 +149,27 @@ class CheckService:
 
 # Failures that will not pass by retrying: the admin has to know.
 LASTING_FAILURES = (MarketoAuthError, MarketoConfigError, MarketoQuotaExceeded, MarketoBudgetExhausted)
+
+
+MASKED_IN_EVENT = 10  # recipients named (masked) in one check.denied line; `blocked` says how many in all
+
+
+def report_check(request: CheckRequest, verdicts: dict[str, Verdict], entries: list[BlockedSendEntry],
+                 seconds: float) -> None:
+    """Count the check in /metrics; a check that kept anyone from a message is also a `check.denied` event.
+
+    An allowed check is only counted: it is most checks, and its recipients are nobody's business in a log.
+    """
+    invalid = sum(1 for message in request.messages for recipient in message.recipients if recipient.email is None)
+    count_check(request.source, request.workflow, bool(entries), verdicts.values(), invalid, seconds)
+    if entries:
+        recipients = list(dict.fromkeys(entry.recipient for entry in entries))
+        emit("check.denied", check_id=entries[0].check_id, source=str(request.source),
+             workflow=str(request.workflow), blocked=len(recipients),
+             reasons=sorted({str(entry.reason_code) for entry in entries}),
+             checked_via=sorted({str(verdicts[a].checked_via) if a in verdicts else CheckedVia.VALIDATION.value
+                                 for a in recipients}),
+             recipients=[mask_address(address) for address in recipients[:MASKED_IN_EVENT]])
 
 
 def blocked_entries(check_id: str, request: CheckRequest, results: list[MessageResult]) -> list[BlockedSendEntry]:

@@ -13,6 +13,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 FAILURE_MODES = ("deny", "allow")
+LOG_FORMATS = ("text", "json")
 DEFAULT_RATE_LIMIT = "600 per minute"
 
 
@@ -57,6 +58,10 @@ class GateConfig:
     redis_url: str | None = None  # shared rate-limit counts; None: each process counts alone
     rate_limit_key_prefix: str = "gate"  # Redis key prefix (tests use one of their own)
     trust_proxy_hops: int = 0  # proxies whose X-Forwarded-For/-Proto are believed (Heroku's router: 1)
+    # What operators see (gateway/logs.py, gateway/events.py, gateway/metrics.py, gateway/switch.py)
+    log_format: str = "text"  # "json": one JSON object per line
+    metrics_token: str | None = field(default=None, repr=False)  # a bearer token for GET /metrics besides admin keys
+    switch_warning_seconds: float = 300.0  # how often a process logs `switch.off` while the check is off
 
     @property
     def marketo_configured(self) -> bool:
@@ -182,6 +187,13 @@ def redis_url(env) -> str | None:
     return url
 
 
+def log_format(env) -> str:
+    value = (env.get("LOG_FORMAT") or "text").strip().lower()
+    if value not in LOG_FORMATS:
+        raise ConfigError(f"LOG_FORMAT must be 'json' or 'text', got {value!r}")
+    return value
+
+
 def load_config(env=None) -> GateConfig:
     env = os.environ if env is None else env
     demo = _flag(env, "GATEWAY_DEMO")
@@ -218,4 +230,7 @@ def load_config(env=None) -> GateConfig:
         rate_limit=parse_rate_limit(env.get("GATEWAY_RATE_LIMIT")),
         redis_url=redis_url(env),
         trust_proxy_hops=trust_proxy_hops(env),
+        log_format=log_format(env),
+        metrics_token=env.get("GATEWAY_METRICS_TOKEN") or None,
+        switch_warning_seconds=_number(env, "GATEWAY_SWITCH_WARNING_SECONDS", 300.0),
     )

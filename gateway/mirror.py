@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from gateway.events import emit
 from gateway.marketo import MarketoError, MarketoUnavailable
 from gateway.marketo.client import is_marketo_true
 from gateway.marketo.interfaces import MarketoService
@@ -102,7 +103,7 @@ class MirrorSync:
         finally:
             self.store.sync.release_lease(self.owner)
         if report.error and report.error != "stopped":
-            log.warning("mirror sync failed: %s", report.error)
+            emit("mirror.sync_failed", logging.WARNING, owner=self.owner, error=report.error)
         return report
 
     def _note_failure(self, message: str) -> None:

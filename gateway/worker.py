@@ -7,9 +7,11 @@ import threading
 from sqlalchemy.exc import SQLAlchemyError
 
 from gateway import Gate
+from gateway.events import emit
 from gateway.marketo.quota import quota_day
 from gateway.mirror import MirrorSync
 from gateway.store import DELIVERY_RETENTION, utcnow
+from gateway.switch import watch_switch
 
 log = logging.getLogger(__name__)
 
@@ -33,17 +35,18 @@ def run_worker(gate: Gate, stop: threading.Event, owner: str | None = None) -> N
         log.error("Marketo is not configured: the worker has nothing to sync")
         return
     sync = mirror_sync_for(gate, stop, owner)
-    log.info("mirror worker %s started", sync.owner)
+    emit("mirror.worker_started", owner=sync.owner)
+    watch_switch(gate, "worker", stop)
     while not stop.is_set():
         before = gate.store.calls.counts(quota_day(utcnow())).sync
         report = sync.run_once()
         spent = gate.store.calls.counts(quota_day(utcnow())).sync - before
         if report.ran and not report.error:
-            log.info("mirror synced: %d windows loaded, %d change pages, +%d unsubscribed, -%d re-subscribed",
-                     report.loaded_windows, report.change_pages, report.unsubscribed, report.subscribed)
+            emit("mirror.synced", owner=sync.owner, windows_loaded=report.loaded_windows,
+                 change_pages=report.change_pages, unsubscribed=report.unsubscribed, resubscribed=report.subscribed)
         prune_deliveries(gate)
         stop.wait(gate.budget.sync_pause(gate.config.sync_interval, spent))
-    log.info("mirror worker %s stopped", sync.owner)
+    emit("mirror.worker_stopped", owner=sync.owner)
 
 
 def prune_deliveries(gate: Gate) -> None:
@@ -51,7 +54,7 @@ def prune_deliveries(gate: Gate) -> None:
     try:
         dropped = gate.store.deliveries.prune(utcnow() - DELIVERY_RETENTION)
     except SQLAlchemyError as error:
-        log.warning("could not prune webhook deliveries: %s", type(error).__name__)
+        emit("deliveries.prune_failed", logging.WARNING, error=type(error).__name__)
         return
     if dropped:
-        log.info("pruned %d webhook deliveries older than %s", dropped, DELIVERY_RETENTION)
+        emit("deliveries.pruned", dropped=dropped, older_than_days=DELIVERY_RETENTION.days)

@@ -124,6 +124,8 @@ class MirrorStatusSchema(Schema):
 
 
 class StatusSchema(Schema):
+    enabled = fields.Boolean(metadata={"description": "Whether the Marketo check is on; false: every send is allowed "
+                                                      "(`check_disabled`) until an admin turns it on."})
     marketo_calls_today = fields.Nested(CallCountsSchema)
     budget = fields.Nested(BudgetSchema)
     quota_exhausted_until = fields.DateTime(allow_none=True)

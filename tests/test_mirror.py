@@ -1,5 +1,6 @@
 """The local mirror of Marketo's unsubscribes: full load, change stream, freshness, budget, lease, resume."""
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -270,6 +271,9 @@ def test_worker_process_logs_its_syncs(engine, store, simulator, crowd):
     finally:
         worker.send_signal(signal.SIGTERM)
         _, logged = worker.communicate(timeout=15)
-    assert "mirror worker" in logged and "started" in logged
-    assert "mirror synced: 4 windows loaded" in logged
+    assert "INFO mirror.worker_started owner=worker-" in logged
+    assert re.search(r"INFO mirror\.synced owner=worker-\w+ windows_loaded=4 ", logged), logged
+    assert "INFO mirror.worker_stopped" in logged
+    # A fresh database: the check is off, and the worker says so as it starts.
+    assert re.search(r"WARNING switch\.off enabled=false process=worker message=.*PATCH /v1/admin/settings", logged)
     assert crowd.client_secret not in logged

@@ -11,6 +11,7 @@ from gateway.api.auth import require
 from gateway.api.errors import ApiError, load_query
 from gateway.api.shared import json_body
 from gateway.connection import check_marketo_connection
+from gateway.events import emit
 from gateway.marketo.interfaces import NOT_CONFIGURED
 from gateway.marketo.quota import quota_day
 from gateway.mirror import is_mirror_fresh
@@ -87,6 +88,7 @@ def patch_settings():
             raise ApiError(409, "marketo_not_connected", f"The check stays off: {message}")
     settings = _gate().store.settings.update(changes, updated_by=g.principal.name)
     _gate().checks.forget_context()
+    emit("settings.changed", by=g.principal.name, **changes)
     return jsonify(settings_answer(settings))
 
 
@@ -103,6 +105,7 @@ def status():
     return jsonify(
         status_schema.dump(
             {
+                "enabled": gate.store.settings.get().marketo_check_enabled,
                 "marketo_calls_today": counts,
                 "budget": {
                     "daily": gate.budget.daily_limit,

@@ -240,6 +240,16 @@ def build_spec() -> dict:
                               "text/csv": {"schema": {"type": "string"}}}},
                  (*ADMIN_READ_ERRORS, "422")),
         parameters=[{"in": "query", "schema": BlockedSendsQuerySchema}])})
+    spec.path("/metrics", operations={"get": {
+        "security": [{"bearer": []}],
+        "summary": "Metrics in Prometheus's text format (admin key or metrics token)",
+        "description": "An admin key, or the token in GATEWAY_METRICS_TOKEN, as `Authorization: Bearer <key>`; a "
+                       "caller key is refused. Checks by source, workflow, decision, reason and checked_via; check "
+                       "latency; Marketo and Salesforce calls by kind and outcome; rate-limit rejections; the "
+                       "switch, budget left, mirror size, lag and load progress, and outbox depth read from the "
+                       "database. The names are listed in docs/operations.md. Never calls Marketo.",
+        "responses": _answers({"description": "Prometheus text exposition format 0.0.4.",
+                               "content": {"text/plain": {"schema": {"type": "string"}}}}, ADMIN_READ_ERRORS)}})
     spec.path("/healthz", operations={"get": {
         "summary": "Liveness: the process is up",
         "description": "No key needed; touches neither the database nor Marketo and is not rate limited.",

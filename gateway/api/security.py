@@ -28,6 +28,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from gateway.api.errors import error_response
 from gateway.config import GateConfig
+from gateway.metrics import count_rate_limited
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +134,7 @@ def init_rate_limits(app: Flask, config: GateConfig) -> None:
 
     @app.errorhandler(RateLimitExceeded)
     def _rate_limited(error: RateLimitExceeded):
+        count_rate_limited()
         wait = retry_after_seconds(limiter.current_limit)
         return error_response(
             429, "rate_limited",

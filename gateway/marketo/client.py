@@ -115,7 +115,8 @@ class MarketoClient:
 
     Every request goes through `_request` (one request with its retries); `on_call(kind)` is
     told of each request before it is sent ("token", "lookup" or "sync") and may veto it by
-    raising a MarketoError, which then propagates unretried.
+    raising a MarketoError, which then propagates unretried. `on_outcome(kind, error)` is told how each
+    request ended, after its retries: `error` is None for an answer, else the MarketoError it raised.
     """
 
     def __init__(
@@ -129,6 +130,7 @@ class MarketoClient:
         max_concurrency: int = 4,
         session: requests.Session | None = None,
         on_call: Callable[[str], None] | None = None,
+        on_outcome: Callable[[str, MarketoError | None], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
         now: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
@@ -143,6 +145,7 @@ class MarketoClient:
         self._max_concurrency = max_concurrency
         self._session = session if session is not None else requests.Session()
         self._on_call = on_call
+        self._on_outcome = on_outcome
         self._clock = clock
         self._sleep = sleep
         self._now = now
@@ -386,7 +389,9 @@ class MarketoClient:
         try:
             while True:
                 try:
-                    return self._send_rest_request(kind, method, url, deadline, params, json_body, as_form, stream, read)
+                    answer = self._send_rest_request(kind, method, url, deadline, params, json_body, as_form, stream, read)
+                    self._tell_outcome(kind, None)
+                    return answer
                 except _UriTooLong:
                     if as_form or not form_fallback:
                         raise
@@ -405,7 +410,15 @@ class MarketoClient:
                     attempt += 1
                     self._back_off(kind, error, attempt, deadline)
         except _Vetoed as vetoed:
+            self._tell_outcome(kind, vetoed.error)
             raise vetoed.error from None
+        except MarketoError as error:
+            self._tell_outcome(kind, error)
+            raise
+
+    def _tell_outcome(self, kind: str, error: MarketoError | None) -> None:
+        if self._on_outcome is not None:
+            self._on_outcome(kind, error)
 
     def _send_rest_request(
         self,
@@ -537,6 +550,18 @@ class MarketoClient:
             return token
 
     def _request_token(self, deadline: _Deadline) -> tuple[str, float]:
+        try:
+            answer = self._request_token_once(deadline)
+        except _Vetoed as vetoed:
+            self._tell_outcome(_TOKEN, vetoed.error)
+            raise
+        except MarketoError as error:
+            self._tell_outcome(_TOKEN, error)
+            raise
+        self._tell_outcome(_TOKEN, None)
+        return answer
+
+    def _request_token_once(self, deadline: _Deadline) -> tuple[str, float]:
         credentials = {
             "grant_type": "client_credentials",
             "client_id": self._client_id,
