@@ -201,3 +201,19 @@ def test_a_check_cannot_claim_to_come_from_marketo(live):
     response = requests.post(base + "/v1/checks", headers=CALLER, timeout=5, json={
         "source": "marketo", "workflow": "single_send", "messages": [{"recipients": [{"email": "jane@example.com"}]}]})
     assert response.status_code == 422 and "source" in response.json()["error"]["fields"]
+
+
+def test_the_cli_makes_a_marketo_key_that_pushes_and_refuses_to_make_one_that_must_sign(live, store):
+    from click.testing import CliRunner
+
+    from gateway.cli import main
+
+    env = {"DATABASE_URL": store.engine.url.render_as_string(hide_password=False)}
+    refused = CliRunner().invoke(main, ["keys", "create", "mk-signed", "--source", "marketo", "--require-signature"],
+                                 env=env)
+    assert refused.exit_code == 2 and "cannot sign" in refused.output
+    made = CliRunner().invoke(main, ["keys", "create", "mk", "--source", "marketo"], env=env)
+    assert made.exit_code == 0, made.output
+    key = made.output.splitlines()[1]
+    _, base = live
+    assert push(base, bearer(key), {"email": "jane@example.com", "unsubscribed": "true"}).json()["applied"] is True
