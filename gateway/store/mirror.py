@@ -1,11 +1,11 @@
-"""The mirror of Marketo's unsubscribed addresses: read by every check, written only by the sync lease's holder."""
+"""The mirror of Marketo's unsubscribed addresses: read by every check, written by the sync lease's holder and,
+for the unsubscribes Marketo pushes, by the web process that receives them."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-
 from datetime import datetime
 
-from sqlalchemy import delete, func, insert, or_, select, true
+from sqlalchemy import delete, func, or_, select, true
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -42,12 +42,9 @@ class MirrorRepository(Repository):
                 session.execute(delete(MirrorUnsubscribe).where(
                     MirrorUnsubscribe.email.in_(chunk), _not_pushed_since(looked_up_at)))
             for chunk in in_chunks(unsubscribed):
-                addresses = list(dict.fromkeys(chunk))
-                present = set(session.scalars(
-                    select(MirrorUnsubscribe.email).where(MirrorUnsubscribe.email.in_(addresses))))
-                new = [{"email": email, "changed_at": now} for email in addresses if email not in present]
-                if new:
-                    session.execute(insert(MirrorUnsubscribe), new)
+                # ON CONFLICT: a row already there, or one a push (any web process) inserts meanwhile, stays.
+                new = [{"email": email, "changed_at": now} for email in dict.fromkeys(chunk)]
+                session.execute(_insert_for(session).on_conflict_do_nothing(index_elements=["email"]), new)
 
     # pushes from Marketo (POST /v1/hooks/marketo): written by any web process, no lease needed
     def push_unsubscribe(self, email: str) -> None:
