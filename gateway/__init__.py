@@ -11,6 +11,7 @@ from gateway.cache import TTLCache
 from gateway.checks import CheckService
 from gateway.config import GateConfig, load_config
 from gateway.marketo.interfaces import MarketoService, UnconfiguredMarketo
+from gateway.pushes import PushService
 from gateway.store import Store
 from gateway.store.db import make_engine
 
@@ -25,6 +26,7 @@ class Gate:
     marketo: MarketoService
     cache: TTLCache
     checks: CheckService
+    pushes: PushService
 
 
 def configure_logging(log_format: str | None = None) -> None:
@@ -66,7 +68,8 @@ def build_gate(config: GateConfig) -> Gate:
     marketo = build_marketo(config, budget)
     cache = TTLCache(config.cache_ttl, config.cache_max_entries)
     checks = CheckService(store, marketo, cache, config)
-    return Gate(config=config, store=store, budget=budget, marketo=marketo, cache=cache, checks=checks)
+    pushes = PushService(store, marketo)
+    return Gate(config=config, store=store, budget=budget, marketo=marketo, cache=cache, checks=checks, pushes=pushes)
 
 
 def create_app(config: GateConfig | None = None) -> Flask:
@@ -77,10 +80,11 @@ def create_app(config: GateConfig | None = None) -> Flask:
     configure_logging(config.log_format)
     app.extensions["gate"] = build_gate(config)
 
-    from gateway.api import admin, callouts, errors, health, metrics, openapi
+    from gateway.api import admin, callouts, errors, health, marketo_hook, metrics, openapi
 
     errors.register_error_handlers(app)
     app.register_blueprint(callouts.bp)
+    app.register_blueprint(marketo_hook.bp)
     app.register_blueprint(admin.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(metrics.bp)

@@ -107,10 +107,14 @@ class CheckService:
         if is_mirror_fresh(sync, self.config.mirror_max_age):
             unsubscribed = self.store.mirror.unsubscribed_among(addresses)
             return {a: MIRROR_UNSUBSCRIBED if a in unsubscribed else MIRROR_ALLOWED for a in addresses}
-        verdicts: dict[str, Verdict] = {
+        # An unsubscribe Marketo pushed (POST /v1/hooks/marketo) is denied even while the mirror is stale,
+        # ahead of a cached "allowed" and without a call to Marketo.
+        verdicts: dict[str, Verdict] = dict.fromkeys(self.store.mirror.pushed_among(addresses), MIRROR_UNSUBSCRIBED)
+        open_addresses = [address for address in addresses if address not in verdicts]
+        verdicts.update({
             address: cache_verdict(cached.decision, cached.reason_code)
-            for address, cached in self.cache.get_many(addresses).items()
-        }
+            for address, cached in self.cache.get_many(open_addresses).items()
+        })
         missing = [address for address in addresses if address not in verdicts]
         if missing:
             verdicts.update(self._ask_marketo(missing, settings, deadline))

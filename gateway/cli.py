@@ -65,13 +65,17 @@ def keys() -> None:
 @click.option("--source", "sources", multiple=True, type=click.Choice(SOURCES),
               help="Limit a caller key to this source (repeat for several): salesforce may call only "
                    "/v1/hooks/salesforce, outlook and gmail only /v1/hooks/email-client with that client, "
-                   "web only /v1/checks with that source. Without it: any.")
+                   "web only /v1/checks with that source, marketo only /v1/hooks/marketo (Marketo's "
+                   "webhook). Without it: any.")
 @click.option("--require-signature", is_flag=True,
               help="Require every callout with this key to be signed (Standard Webhooks); prints a signing "
                    "secret once.")
 def create_key(name: str, role: str, sources: tuple[str, ...], require_signature: bool) -> None:
     if role == "admin" and (sources or require_signature):
         raise click.UsageError("--source and --require-signature are for caller keys")
+    if require_signature and "marketo" in sources:
+        raise click.UsageError("Marketo's webhooks cannot sign their calls: a --source marketo key cannot "
+                               "--require-signature")
     store = _store()
     if any(key.name == name for key in store.keys.all()):
         raise click.ClickException(f"a key named {name!r} exists already")

@@ -16,6 +16,7 @@ class Source(StrEnum):
     SALESFORCE = "salesforce"
     OUTLOOK = "outlook"
     GMAIL = "gmail"
+    MARKETO = "marketo"  # not a check: Marketo pushing an unsubscribe (POST /v1/hooks/marketo)
 
 
 class Workflow(StrEnum):
@@ -74,6 +75,7 @@ def values(words: type[StrEnum]) -> tuple[str, ...]:
 
 
 SOURCES = values(Source)
+CHECK_SOURCES = tuple(source for source in SOURCES if source != Source.MARKETO)  # who may ask for a check
 WORKFLOWS = values(Workflow)
 RECIPIENT_TYPES = values(RecipientType)
 DECISIONS = values(Decision)

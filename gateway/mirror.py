@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from gateway.addresses import address_key
 from gateway.events import emit
 from gateway.marketo import MarketoError, MarketoUnavailable
 from gateway.marketo.client import is_marketo_true
@@ -44,13 +45,6 @@ class SyncReport:
     unsubscribed: int = 0
     subscribed: int = 0
     error: str | None = None
-
-
-def marketo_email(value: object) -> str | None:
-    """Addresses as Marketo holds them, matched like the gate's callers' addresses: trimmed, lowercase."""
-    if not isinstance(value, str) or "@" not in value:
-        return None
-    return value.strip().lower() or None
 
 
 def is_mirror_fresh(sync: SyncStatus, max_age: float, now: datetime | None = None) -> bool:
@@ -128,7 +122,7 @@ class MirrorSync:
             export_id = export_id or self._start_export(window_start, window_end)
             rows = self._finished_export_rows(export_id)
             unsubscribed = [
-                email for row in rows if is_marketo_true(row.get("unsubscribed")) and (email := marketo_email(row.get("email")))
+                email for row in rows if is_marketo_true(row.get("unsubscribed")) and (email := address_key(row.get("email")))
             ]
             self.store.mirror.apply_changes(
                 self.owner, unsubscribed=unsubscribed, state={"load_window_start": window_end, "load_export_id": None}
@@ -167,10 +161,12 @@ class MirrorSync:
         while True:
             page = self.marketo.lead_changes_page(token, WATCHED_FIELDS)
             lead_ids = [a["leadId"] for a in page.activities if isinstance(a.get("leadId"), int)]
+            looked_up_at = utcnow()  # a push after this is newer than Marketo's answer below
             unsubscribed, subscribed = self._current_state(lead_ids)
             self.store.mirror.apply_changes(
                 self.owner, unsubscribed=unsubscribed, subscribed=subscribed,
                 state={"changes_token": page.next_page_token, "lease_until": self._lease_end()},
+                looked_up_at=looked_up_at,
             )
             report.change_pages += 1
             report.unsubscribed += len(unsubscribed)
@@ -185,7 +181,7 @@ class MirrorSync:
         if not lead_ids:
             return [], []
         leads = self.marketo.leads_by_id(lead_ids, fields=("id", "email"))
-        emails = list(dict.fromkeys(email for lead in leads if (email := marketo_email(lead.get("email")))))
+        emails = list(dict.fromkeys(email for lead in leads if (email := address_key(lead.get("email")))))
         if not emails:
             return [], []
         result = self.marketo.lookup_emails(emails, timeout=LOOKUP_TIMEOUT, kind="sync")

@@ -4,7 +4,7 @@ from __future__ import annotations
 from marshmallow import RAISE, Schema, fields, post_load, validate
 
 from gateway.decisions import CheckRequest, Message
-from gateway.domain import RECIPIENT_TYPES, SOURCES, RecipientType, Source
+from gateway.domain import CHECK_SOURCES, RECIPIENT_TYPES, RecipientType, Source
 from schemas.common import WorkflowField, recipient, sender_value, validate_sender
 
 
@@ -31,7 +31,7 @@ class CheckRequestSchema(Schema):
     class Meta:
         unknown = RAISE
 
-    source = fields.String(load_default=Source.WEB.value, validate=validate.OneOf(SOURCES))
+    source = fields.String(load_default=Source.WEB.value, validate=validate.OneOf(CHECK_SOURCES))
     workflow = WorkflowField
     sender = fields.String(load_default=None, allow_none=True, validate=validate_sender)
     messages = fields.List(fields.Nested(MessageSchema), required=True, validate=validate.Length(min=1))

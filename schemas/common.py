@@ -6,6 +6,7 @@ from email.utils import parseaddr
 from email_validator import EmailNotValidError, validate_email
 from marshmallow import Schema, ValidationError, fields, validate
 
+from gateway.addresses import address_key
 from gateway.decisions import MAX_REASON_LENGTH, Recipient
 from gateway.domain import (
     CHECKED_VIA,
@@ -20,7 +21,11 @@ MAX_ADDRESS_INPUT = 1000  # longer than any real "Name <address>"; never worth p
 
 
 def normalize_address(raw: str) -> str | None:
-    """`  Jane Doe <Jane@Example.COM> ` -> `jane@example.com`; None when it is not one valid address."""
+    """`  Jane Doe <Jane@Example.COM> ` -> `jane@example.com`; None when it is not one valid address.
+
+    email_validator decides whether it is an address; its key is gateway.addresses.address_key, the one
+    the mirror and live lookups use for Marketo's addresses too.
+    """
     text = raw.strip()
     if not text or len(text) > MAX_ADDRESS_INPUT:
         return None
@@ -33,7 +38,7 @@ def normalize_address(raw: str) -> str | None:
         checked = validate_email(text, check_deliverability=False, allow_quoted_local=False)
     except EmailNotValidError:
         return None
-    return checked.normalized.lower()
+    return address_key(checked.normalized)
 
 
 def recipient(raw: str, kind: str) -> Recipient:

@@ -112,8 +112,9 @@ def test_docs_page_lists_every_endpoint_in_a_real_browser(make_gate, browser, tm
         page.screenshot(path=str(tmp_path / "docs.png"), full_page=True)
         page.close()
     assert sorted(shown_paths) == sorted(path for path, ops in SPEC["paths"].items() for _ in ops)
-    assert requests_shown == {"CheckRequest", "SalesforceCallout", "EmailClientCallout", "SettingsPatch"}
-    assert {"CheckAnswer", "EmailClientAnswer", "Settings", "Status", "BlockedSendsPage", "Error"} <= answers_shown
+    assert requests_shown == {"CheckRequest", "SalesforceCallout", "EmailClientCallout", "SettingsPatch", "MarketoPush"}
+    assert {"CheckAnswer", "EmailClientAnswer", "Settings", "Status", "BlockedSendsPage", "Error",
+            "MarketoPushAnswer"} <= answers_shown
     assert max_width == "992px"
     assert not [text for text in console if "Content Security Policy" in text], console
     csp = response.headers["content-security-policy"]

@@ -23,6 +23,7 @@ from schemas.admin import (
 from schemas.checks import CheckRequestSchema
 from schemas.common import CheckAnswerSchema, EmailClientAnswerSchema, ErrorSchema
 from schemas.email_client import EmailClientCalloutSchema, EmailClientRecipient
+from schemas.marketo import FALSE_WORDS, TRUE_WORDS, MarketoFlag, MarketoLeadId, MarketoPushAnswerSchema, MarketoPushSchema
 from schemas.salesforce import SalesforceCalloutSchema
 
 bp = Blueprint("openapi", __name__)
@@ -86,6 +87,17 @@ def _recipient_property(_converter, field, **_):
     return {}
 
 
+def _marketo_push_property(_converter, field, **_):
+    """The push's fields as Marketo's tokens fill them: strings, or JSON values for a hand-written template."""
+    if isinstance(field, MarketoFlag):
+        words = [word for pair in zip(TRUE_WORDS, FALSE_WORDS) for word in pair]
+        return {"oneOf": [{"type": "boolean"}, {"type": "string", "enum": words}]}
+    if isinstance(field, MarketoLeadId):
+        return {"nullable": True, "oneOf": [{"type": "integer", "minimum": 0},
+                                            {"type": "string", "pattern": "^[0-9]{0,18}$"}]}
+    return {}
+
+
 def _answers(ok: dict, errors: tuple[str, ...], conflict: str | None = None) -> dict:
     responses = {"200": ok}
     for status in errors:
@@ -129,6 +141,7 @@ EXAMPLES = {
         "subject": "Hello",
     },
     "SettingsPatch": {"marketo_check_enabled": True},
+    "MarketoPush": {"email": "jane@example.com", "unsubscribed": "true", "leadId": "1001"},
 }
 
 
@@ -183,6 +196,7 @@ def build_spec() -> dict:
         info={"description": "Answers, before a sales email leaves, whether it may go to its recipients."},
     )
     plugin.converter.add_attribute_function(_recipient_property)
+    plugin.converter.add_attribute_function(_marketo_push_property)
     spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer",
                                                "description": "A gate key: `Authorization: Bearer <key>`."})
     for name, schema in (
@@ -196,6 +210,8 @@ def build_spec() -> dict:
         ("Status", StatusSchema),
         ("BlockedSendsPage", BlockedSendsPageSchema),
         ("Error", ErrorSchema),
+        ("MarketoPush", MarketoPushSchema),
+        ("MarketoPushAnswer", MarketoPushAnswerSchema),
     ):
         spec.components.schema(name, schema=schema)
 
@@ -214,6 +230,18 @@ def build_spec() -> dict:
         "Recipients are strings or Office.js EmailAddressDetails objects. The answer is the message's result "
         "with `check_id` and `enabled` at the top; `reason` is the text the add-in shows in its send dialog.",
         "EmailClientCallout", "EmailClientAnswer")})
+    spec.path("/v1/hooks/marketo", operations={"post": {
+        "security": [{"bearer": []}],
+        "summary": "Marketo's webhook: a person unsubscribed (or re-subscribed)",
+        "description": "Called by a Marketo smart campaign's \"Call Webhook\" step with a key made with "
+                       "`--source marketo` (which may call nothing else). An unsubscribe is written to the mirror "
+                       "at once and denied from then on (`checked_via: mirror`), with no call to Marketo. A push "
+                       "saying subscribed is never believed alone: for an address the mirror holds, one budgeted "
+                       "lookup confirms it after the answer, or the next sync decides. An empty email changes "
+                       "nothing. Fields other than these three are ignored.",
+        "requestBody": _body("MarketoPush", EXAMPLES["MarketoPush"]),
+        "responses": _answers(_json("MarketoPushAnswer"), ("400", "401", "403", "413", "415", "422", "429", "503")),
+    }})
     spec.path("/v1/admin/settings", operations={
         "get": _admin("The global check switch, failure policy and Marketo connection (admin)",
                       "Admin keys only. Tests the Marketo connection again when the shown status is older "

@@ -21,6 +21,7 @@ from urllib.parse import quote
 
 import requests
 
+from gateway.addresses import address_key, marketo_spellings
 from gateway.marketo.errors import (
     MarketoAuthError,
     MarketoConfigError,
@@ -168,8 +169,11 @@ class MarketoClient:
             return self._quota_reset_at
 
     def lookup_emails(self, emails: Iterable[str], *, timeout: float, kind: str = _LOOKUP) -> LookupResult:
-        """Whether each email has unsubscribed in Marketo, answered within `timeout` seconds.
+        """Whether each address has unsubscribed in Marketo, answered within `timeout` seconds.
 
+        `emails` are address keys (gateway.addresses.address_key). Marketo does not normalize the addresses
+        it holds, so each key is asked in every spelling Marketo may hold (`marketo_spellings`), all in the
+        same batch, and answered under the key: unsubscribed if any lead with any of its spellings is.
         `kind` is what the requests count as: "lookup", or "sync" when the mirror asks.
         """
         if kind not in (_LOOKUP, _SYNC):
@@ -182,7 +186,7 @@ class MarketoClient:
             self._raise_if_quota_exhausted()
         except MarketoQuotaExceeded as error:
             return LookupResult(unsubscribed={}, not_found=frozenset(), failed=dict.fromkeys(wanted, error))
-        batches = [wanted[start:start + MAX_BATCH_SIZE] for start in range(0, len(wanted), MAX_BATCH_SIZE)]
+        batches = _batches_of_spellings(wanted)
         answer = self._answer_batches(kind, batches, deadline)
         answered = answer.unsubscribed.keys() | answer.failed.keys()
         return LookupResult(
@@ -316,7 +320,8 @@ class MarketoClient:
 
     def _answer_batch(self, kind: str, emails: list[str], deadline: _Deadline) -> _BatchAnswer:
         try:
-            leads = self._all_lead_pages(kind, _leads_params(emails), deadline)
+            spellings = [spelling for email in emails for spelling in _spellings(email)]
+            leads = self._all_lead_pages(kind, _leads_params(spellings), deadline)
         except _BatchTooBig as too_big:
             if len(emails) == 1:
                 return _BatchAnswer.all_failed(emails, too_big)
@@ -683,15 +688,33 @@ def _leads_params(emails: list[str]) -> dict[str, str]:
     }
 
 
+def _spellings(email: str) -> tuple[str, ...]:
+    return marketo_spellings(address_key(email) or email)
+
+
+def _batches_of_spellings(emails: list[str]) -> list[list[str]]:
+    """The emails in batches of at most MAX_BATCH_SIZE spellings, an email's spellings never split."""
+    batches: list[list[str]] = []
+    size = MAX_BATCH_SIZE
+    for email in emails:
+        count = len(_spellings(email))
+        if size + count > MAX_BATCH_SIZE:
+            batches.append([])
+            size = 0
+        batches[-1].append(email)
+        size += count
+    return batches
+
+
 def _unsubscribed_flags(emails: list[str], leads: list[dict]) -> dict[str, bool]:
-    """email -> whether any lead with it has unsubscribed, for the requested emails Marketo has."""
+    """email -> whether any lead with any spelling of it has unsubscribed, for the requested emails Marketo has."""
     flags: dict[str, bool] = {}
     for lead in leads:
-        email = lead.get("email")
-        if isinstance(email, str):
-            key = email.strip().lower()
+        key = address_key(lead.get("email"))
+        if key is not None:
             flags[key] = flags.get(key, False) or is_marketo_true(lead.get("unsubscribed"))
-    return {email: flags[email] for email in emails if email in flags}
+    answered = {email: address_key(email) or email for email in emails}
+    return {email: flags[key] for email, key in answered.items() if key in flags}
 
 
 def is_marketo_true(value: object) -> bool:

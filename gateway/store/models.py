@@ -88,12 +88,17 @@ class WebhookDelivery(Base):
 
 
 class MirrorUnsubscribe(Base):
-    """An address Marketo holds as unsubscribed, keyed like Marketo's durable unsubscribe: by email."""
+    """An address Marketo holds as unsubscribed, keyed like Marketo's durable unsubscribe: by email.
+
+    `email` is the address's key (gateway.addresses.address_key), so every spelling of it is one row.
+    """
 
     __tablename__ = "mirror_unsubscribes"
 
     email: Mapped[str] = mapped_column(String(EMAIL_LENGTH), primary_key=True)
     changed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    # When Marketo last pushed this unsubscribe (POST /v1/hooks/marketo); NULL when only the sync saw it.
+    pushed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 class SyncState(Base):
