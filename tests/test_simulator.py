@@ -1404,7 +1404,7 @@ def test_export_polls_to_complete(clock, polls, expected):
     assert poll_until_done(client, token, export_id) == expected
 
 
-@pytest.mark.parametrize("kwargs", [{"export_polls_to_complete": 0}, {"export_filters_supported": ("smartListId",)}])
+@pytest.mark.parametrize("kwargs", [{"export_polls_to_complete": 0}, {"export_filters_supported": ("smartListName",)}, {"export_job_seconds": -1}])
 def test_export_options_validation(kwargs):
     with pytest.raises(ValueError):
         SimulatorState(**kwargs)
