@@ -7,7 +7,6 @@ import threading
 from sqlalchemy.exc import SQLAlchemyError
 
 from gateway import Gate
-from gateway.marketo.quota import quota_day
 from gateway.mirror import MirrorSync
 from gateway.store import DELIVERY_RETENTION, utcnow
 
@@ -24,6 +23,9 @@ def mirror_sync_for(gate: Gate, stop: threading.Event, owner: str | None = None)
         lease_seconds=config.sync_lease_seconds,
         owner=owner,
         stop=stop,
+        export_jobs=config.export_jobs,
+        smart_list=config.mirror_smart_list,
+        static_list=config.mirror_static_list,
     )
 
 
@@ -35,14 +37,14 @@ def run_worker(gate: Gate, stop: threading.Event, owner: str | None = None) -> N
     sync = mirror_sync_for(gate, stop, owner)
     log.info("mirror worker %s started", sync.owner)
     while not stop.is_set():
-        before = gate.store.calls.counts(quota_day(utcnow())).sync
         report = sync.run_once()
-        spent = gate.store.calls.counts(quota_day(utcnow())).sync - before
         if report.ran and not report.error:
             log.info("mirror synced: %d windows loaded, %d change pages, +%d unsubscribed, -%d re-subscribed",
                      report.loaded_windows, report.change_pages, report.unsubscribed, report.subscribed)
         prune_deliveries(gate)
-        stop.wait(gate.budget.sync_pause(gate.config.sync_interval, spent))
+        # Paced by what an incremental sync costs, never by the load's calls: the first sync after a load
+        # comes one interval after it, like every other.
+        stop.wait(gate.budget.sync_pause(gate.config.sync_interval, report.change_calls))
     log.info("mirror worker %s stopped", sync.owner)
 
 
