@@ -8,7 +8,7 @@ import io
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -82,6 +82,7 @@ class ExportJob:
     started_at: datetime | None = None
     finished_at: datetime | None = None
     polls_while_processing: int = 0
+    polled_at: list[datetime] = field(default_factory=list)  # every status poll, on the wall clock
     file: bytes | None = None
     number_of_records: int | None = None
     error_msg: str | None = None
@@ -136,6 +137,8 @@ class ExportsMixin:
         """Queue a Created job (1029 when 10 jobs are queued or processing)."""
         with self._lock:
             job = self._export_locked(export_id)
+            if self.export_job_seconds is not None:
+                self._run_exports_until_locked(self.wall_clock())  # jobs done by now free their places
             if job.active:
                 raise SimError("1029", "Job already queued")
             if job.status != "Created":
@@ -152,6 +155,7 @@ class ExportsMixin:
         """A job's status. Each status poll is one step of the export service."""
         with self._lock:
             job = self._export_locked(export_id)
+            job.polled_at.append(self.wall_clock())
             if self.export_job_seconds is None:
                 self._step_exports_locked()
             else:
@@ -182,6 +186,13 @@ class ExportsMixin:
             if self.export_job_seconds is not None:
                 self._run_exports_until_locked(self.wall_clock())
             return [job.describe() for job in self._exports.values()]
+
+    def export_history(self) -> list[ExportJob]:
+        """Copies of every export job, oldest first, with when each was polled (for tests and benchmarks)."""
+        with self._lock:
+            if self.export_job_seconds is not None:
+                self._run_exports_until_locked(self.wall_clock())
+            return [replace(job, polled_at=list(job.polled_at)) for job in self._exports.values()]
 
     def fail_next_export(self, count: int = 1) -> None:
         """The next ``count`` jobs to finish end Failed (without a file)."""
