@@ -167,3 +167,22 @@ def test_an_unsubscribe_right_after_the_load_is_denied_within_the_interval(make_
     finally:
         stop.set()
         worker.join(timeout=30)
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"GATEWAY_MIRROR_SMART_LIST": "A", "GATEWAY_MIRROR_STATIC_LIST": "B"}, "not both"),
+    ({"GATEWAY_EXPORT_JOBS": "11"}, "at most 10"),
+    ({"GATEWAY_EXPORT_JOBS": "0"}, "positive"),
+])
+def test_load_settings_that_cannot_work_are_refused_at_start(env, message):
+    from gateway.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match=message):
+        load_config({"SECRET_KEY": "x", **env})
+
+
+def test_load_settings_are_read_from_the_environment():
+    from gateway.config import load_config
+
+    config = load_config({"SECRET_KEY": "x", "GATEWAY_EXPORT_JOBS": "4", "GATEWAY_MIRROR_STATIC_LIST": " Do not email "})
+    assert (config.export_jobs, config.mirror_static_list, config.mirror_smart_list) == (4, "Do not email", None)
