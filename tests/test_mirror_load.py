@@ -2,7 +2,7 @@
 incremental sync's pace right after a load."""
 import logging
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
 import pytest
 
@@ -186,3 +186,18 @@ def test_load_settings_are_read_from_the_environment():
 
     config = load_config({"SECRET_KEY": "x", "GATEWAY_EXPORT_JOBS": "4", "GATEWAY_MIRROR_STATIC_LIST": " Do not email "})
     assert (config.export_jobs, config.mirror_static_list, config.mirror_smart_list) == (4, "Do not email", None)
+
+
+def test_a_load_begun_before_plans_were_saved_resumes_from_its_window(make_gate, simulator, timed, store):
+    """A worker upgraded mid-load finds load_window_start and no plan: it goes on from that window."""
+    app = load_gate(make_gate, simulator)
+    token = app.extensions["gate"].marketo.paging_token(utcnow() - timedelta(minutes=10))
+    assert store.sync.acquire_lease("old-worker", 30)
+    store.sync.update("old-worker", load_status="loading", load_started_at=utcnow(), changes_token=token,
+                      load_window_start=NOW - timedelta(days=100), load_export_id=None)
+    store.sync.release_lease("old-worker")
+    assert syncer(app).run_once().error is None
+    status = store.sync.status()
+    assert status.load_status == "complete" and len(status.load_plan) == 4  # 100 days: four windows, not ten
+    assert mirror_emails(store) == {email for email in simulator_truth(timed)
+                                    if int(email.removeprefix("person").split("@")[0]) >= 40}
