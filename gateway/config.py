@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 FAILURE_MODES = ("deny", "allow")
 LOG_FORMATS = ("text", "json")
 DEFAULT_RATE_LIMIT = "600 per minute"
+MAX_EXPORT_JOBS = 10  # Marketo's bulk export queue, processing jobs included
 
 
 class ConfigError(ValueError):
@@ -52,6 +53,9 @@ class GateConfig:
     mirror_load_from: datetime = datetime(2006, 1, 1, tzinfo=timezone.utc)
     export_poll_seconds: float = 60.0
     sync_lease_seconds: float = 120.0
+    export_jobs: int = 10  # export jobs the load keeps queued at once (Marketo: 10 queued, 2 processing)
+    mirror_smart_list: str | None = None  # id or name of a smart list of the unsubscribed: a one-job load
+    mirror_static_list: str | None = None  # the same, as a static list
     # Who gets in (gateway/api/security.py)
     cors_origins: tuple[str, ...] = ()  # exact origins of browser add-ins; none: no CORS headers at all
     rate_limit: str | None = DEFAULT_RATE_LIMIT  # per caller key, shared by all endpoints; None: off
@@ -111,6 +115,17 @@ def _date(env, name, default: datetime) -> datetime:
     except ValueError:
         raise ConfigError(f"{name} must be an ISO date such as 2015-01-01, got {raw!r}") from None
     return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
+def _list_name(env, name) -> str | None:
+    return (env.get(name) or "").strip() or None
+
+
+def export_jobs(env) -> int:
+    jobs = _number(env, "GATEWAY_EXPORT_JOBS", 10, int)
+    if jobs > MAX_EXPORT_JOBS:
+        raise ConfigError(f"GATEWAY_EXPORT_JOBS must be at most {MAX_EXPORT_JOBS}: Marketo queues no more")
+    return jobs
 
 
 def _flag(env, name) -> bool:
@@ -205,6 +220,9 @@ def load_config(env=None) -> GateConfig:
     failure_mode = env.get("GATEWAY_FAILURE_MODE", "deny").strip().lower()
     if failure_mode not in FAILURE_MODES:
         raise ConfigError("GATEWAY_FAILURE_MODE must be 'deny' or 'allow'")
+    smart_list, static_list = _list_name(env, "GATEWAY_MIRROR_SMART_LIST"), _list_name(env, "GATEWAY_MIRROR_STATIC_LIST")
+    if smart_list and static_list:
+        raise ConfigError("set GATEWAY_MIRROR_SMART_LIST or GATEWAY_MIRROR_STATIC_LIST, not both")
     return GateConfig(
         database_url=database_url(env),
         secret_key=secret_key,
@@ -226,6 +244,9 @@ def load_config(env=None) -> GateConfig:
         mirror_load_from=_date(env, "GATEWAY_MIRROR_LOAD_FROM", datetime(2006, 1, 1, tzinfo=timezone.utc)),
         export_poll_seconds=_number(env, "GATEWAY_EXPORT_POLL_SECONDS", 60.0),
         sync_lease_seconds=_number(env, "GATEWAY_SYNC_LEASE_SECONDS", 120.0),
+        export_jobs=export_jobs(env),
+        mirror_smart_list=smart_list,
+        mirror_static_list=static_list,
         cors_origins=parse_cors_origins(env.get("GATEWAY_CORS_ORIGINS", "")),
         rate_limit=parse_rate_limit(env.get("GATEWAY_RATE_LIMIT")),
         redis_url=redis_url(env),

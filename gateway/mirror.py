@@ -1,7 +1,8 @@
 """Keeps the gate's mirror of Marketo's unsubscribed addresses: a full load, then Marketo's change stream.
 
-- The full load walks 31-day `createdAt` windows with Bulk Lead Extract. Its position (the next window
-  and the export job in flight) is saved after each step, so a worker that dies resumes where it stopped.
+- The full load (gateway/mirror_load.py) exports the admin's list of unsubscribed leads in one Bulk Lead
+  Extract job, or walks 31-day `createdAt` windows with several jobs queued at once. Its plan (each job and
+  how far it got) is saved after each step, so a worker that dies resumes where it stopped.
 - The change stream is `leadchanges.json` for the `unsubscribed` field. It carries unsubscribes from an
   email's link and re-subscribes alike, in one call per idle sync. Its paging token is saved in the same
   transaction as the mirror rows it produced, so a page is applied entirely or will be read again.
@@ -18,23 +19,20 @@ from datetime import datetime, timedelta
 
 from gateway.addresses import address_key
 from gateway.events import emit
-from gateway.marketo import MarketoError, MarketoUnavailable
-from gateway.marketo.client import is_marketo_true
+from gateway.marketo import MarketoError
 from gateway.marketo.interfaces import MarketoService
+from gateway.marketo.quota import quota_day
+from gateway.mirror_load import EXPORT_FIELDS, WINDOW, WINDOWS_SOURCE, FullLoad, SyncStopped
 from gateway.store import LeaseLost, Store, SyncStatus, utcnow
 
 log = logging.getLogger(__name__)
 
-EXPORT_FIELDS = ("id", "email", "unsubscribed")
+__all__ = ["EXPORT_FIELDS", "WINDOW", "MirrorSync", "SyncReport", "SyncStopped", "is_mirror_fresh"]
+
 WATCHED_FIELDS = ("unsubscribed",)
-WINDOW = timedelta(days=31)  # Bulk Lead Extract's longest createdAt range
 # The change stream starts this long before the load so that nothing that happens during it is missed.
 LOAD_OVERLAP = timedelta(minutes=10)
 LOOKUP_TIMEOUT = 30.0
-
-
-class SyncStopped(Exception):
-    """The worker was asked to stop while it waited for an export."""
 
 
 @dataclass
@@ -45,6 +43,9 @@ class SyncReport:
     unsubscribed: int = 0
     subscribed: int = 0
     error: str | None = None
+    # Sync calls the change stream took: the steady cost of an incremental sync, which paces the next one.
+    # The load's calls never count here.
+    change_calls: int = 0
 
 
 def is_mirror_fresh(sync: SyncStatus, max_age: float, now: datetime | None = None) -> bool:
@@ -65,6 +66,9 @@ class MirrorSync:
         owner: str | None = None,
         now: Callable[[], datetime] = utcnow,
         stop: threading.Event | None = None,
+        export_jobs: int = 10,
+        smart_list: str | None = None,
+        static_list: str | None = None,
     ):
         self.store = store
         self.marketo = marketo
@@ -74,6 +78,12 @@ class MirrorSync:
         self.owner = owner or f"worker-{uuid.uuid4().hex[:12]}"
         self.now = now
         self.stop = stop or threading.Event()
+        list_kind, list_ref = ("smartList", smart_list) if smart_list else ("staticList", static_list)
+        self.full_load = FullLoad(
+            store, marketo, owner=self.owner, now=now, stop=self.stop, poll_seconds=export_poll_seconds,
+            lease_seconds=lease_seconds, max_jobs=export_jobs, email_of=address_key,
+            list_kind=list_kind if list_ref else None, list_ref=list_ref,
+        )
 
     def run_once(self) -> SyncReport:
         if not self.store.sync.acquire_lease(self.owner, self.lease_seconds):
@@ -85,7 +95,10 @@ class MirrorSync:
             status = self.store.sync.status()
             if status.load_status != "complete":
                 self._load(status, report)
+                started = self.now()  # the mirror is as fresh as the change stream read after the load
+            calls_before = self._sync_calls()
             self._follow_changes(report)
+            report.change_calls = max(self._sync_calls() - calls_before, 0)
             self.store.sync.update(self.owner, last_success_at=started, last_error=None)
         except MarketoError as error:
             report.error = f"Marketo: {error.message}"
@@ -111,47 +124,17 @@ class MirrorSync:
         if status.load_status == "not_started":
             started = self.now()
             token = self.marketo.paging_token(started - LOAD_OVERLAP)
+            plan, source = self.full_load.plan_for(self.load_from, started)
             self.store.sync.update(
-                self.owner, load_status="loading", load_started_at=started, load_window_start=self.load_from,
-                load_export_id=None, changes_token=token,
+                self.owner, load_status="loading", load_started_at=started,
+                load_window_start=self.load_from if source == WINDOWS_SOURCE else None,
+                load_export_id=None, load_plan=plan, load_source=source, changes_token=token,
             )
             status = self.store.sync.status()
-        window_start, export_id = status.load_window_start, status.load_export_id
-        while window_start < status.load_started_at:
-            window_end = min(window_start + WINDOW, status.load_started_at)
-            export_id = export_id or self._start_export(window_start, window_end)
-            rows = self._finished_export_rows(export_id)
-            unsubscribed = [
-                email for row in rows if is_marketo_true(row.get("unsubscribed")) and (email := address_key(row.get("email")))
-            ]
-            self.store.mirror.apply_changes(
-                self.owner, unsubscribed=unsubscribed, state={"load_window_start": window_end, "load_export_id": None}
-            )
-            report.loaded_windows += 1
-            report.unsubscribed += len(unsubscribed)
-            window_start, export_id = window_end, None
-        self.store.sync.update(self.owner, load_status="complete", load_finished_at=self.now())
+        self.full_load.run(status, report)
 
-    def _start_export(self, start: datetime, end: datetime) -> str:
-        export_id = self.marketo.create_lead_export(EXPORT_FIELDS, start, end)
-        self.store.sync.update(self.owner, load_export_id=export_id)
-        return export_id
-
-    def _finished_export_rows(self, export_id: str) -> list[dict]:
-        while True:
-            status = self.marketo.lead_export_status(export_id).get("status")
-            if status == "Completed":
-                return list(self.marketo.lead_export_rows(export_id))
-            if status == "Created":
-                self.marketo.enqueue_lead_export(export_id)
-            elif status in ("Failed", "Canceled", None):
-                # Forget the job so the next run starts this window again with a new one.
-                self.store.sync.update(self.owner, load_export_id=None)
-                raise MarketoUnavailable(f"Marketo's lead export ended {status or 'without a status'}")
-            # Marketo asks that a job's status be polled at most once a minute.
-            if self.stop.wait(self.export_poll_seconds):
-                raise SyncStopped()
-            self.store.sync.renew_lease(self.owner, self.lease_seconds)
+    def _sync_calls(self) -> int:
+        return self.store.calls.counts(quota_day(self.now())).sync
 
     # change stream ----------------------------------------------------------
     def _follow_changes(self, report: SyncReport) -> None:

@@ -8,7 +8,6 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from gateway import Gate
 from gateway.events import emit
-from gateway.marketo.quota import quota_day
 from gateway.mirror import MirrorSync
 from gateway.store import DELIVERY_RETENTION, utcnow
 from gateway.switch import watch_switch
@@ -26,6 +25,9 @@ def mirror_sync_for(gate: Gate, stop: threading.Event, owner: str | None = None)
         lease_seconds=config.sync_lease_seconds,
         owner=owner,
         stop=stop,
+        export_jobs=config.export_jobs,
+        smart_list=config.mirror_smart_list,
+        static_list=config.mirror_static_list,
     )
 
 
@@ -38,14 +40,14 @@ def run_worker(gate: Gate, stop: threading.Event, owner: str | None = None) -> N
     emit("mirror.worker_started", owner=sync.owner)
     watch_switch(gate, "worker", stop)
     while not stop.is_set():
-        before = gate.store.calls.counts(quota_day(utcnow())).sync
         report = sync.run_once()
-        spent = gate.store.calls.counts(quota_day(utcnow())).sync - before
         if report.ran and not report.error:
             emit("mirror.synced", owner=sync.owner, windows_loaded=report.loaded_windows,
                  change_pages=report.change_pages, unsubscribed=report.unsubscribed, resubscribed=report.subscribed)
         prune_deliveries(gate)
-        stop.wait(gate.budget.sync_pause(gate.config.sync_interval, spent))
+        # Paced by what an incremental sync costs, never by the load's calls: the first sync after a load
+        # comes one interval after it, like every other.
+        stop.wait(gate.budget.sync_pause(gate.config.sync_interval, report.change_calls))
     emit("mirror.worker_stopped", owner=sync.owner)
 
 

@@ -110,6 +110,19 @@ class BudgetSchema(Schema):
     exhausted = fields.Boolean()
 
 
+class LoadProgressSchema(Schema):
+    source = fields.String(metadata={"description": "What the load exports: 'createdAt windows', or the list "
+                                                    "('smartList 1001', 'staticList 1002')."})
+    jobs_total = fields.Integer(metadata={"description": "Export jobs of the load: one per 31-day window, or one."})
+    jobs_done = fields.Integer(metadata={"description": "Export jobs whose rows are in the mirror."})
+    jobs_in_flight = fields.Integer(metadata={"description": "Export jobs created in Marketo and not yet applied."})
+    percent = fields.Float()
+    rows = fields.Integer(metadata={"description": "Export rows read so far."})
+    elapsed_seconds = fields.Float(metadata={"description": "Since the load began (or until it ended)."})
+    eta_seconds = fields.Float(allow_none=True, metadata={
+        "description": "Estimated seconds left at the pace so far; null before the first job is done."})
+
+
 class MirrorStatusSchema(Schema):
     mode = fields.String(validate=validate.OneOf(("mirror", "live")),
                          metadata={"description": "What answers checks now: the mirror while fresh, else live lookups."})
@@ -121,6 +134,8 @@ class MirrorStatusSchema(Schema):
     lag_seconds = fields.Float(allow_none=True)
     max_age_seconds = fields.Float()
     last_error = fields.String(allow_none=True)
+    load_progress = fields.Nested(LoadProgressSchema, allow_none=True, metadata={
+        "description": "How far the full load is (null before it is planned); stays once it is complete."})
 
 
 class StatusSchema(Schema):

@@ -1404,7 +1404,7 @@ def test_export_polls_to_complete(clock, polls, expected):
     assert poll_until_done(client, token, export_id) == expected
 
 
-@pytest.mark.parametrize("kwargs", [{"export_polls_to_complete": 0}, {"export_filters_supported": ("smartListId",)}])
+@pytest.mark.parametrize("kwargs", [{"export_polls_to_complete": 0}, {"export_filters_supported": ("smartListName",)}, {"export_job_seconds": -1}])
 def test_export_options_validation(kwargs):
     with pytest.raises(ValueError):
         SimulatorState(**kwargs)
@@ -1622,3 +1622,55 @@ def test_activity_and_export_control_api_over_http(sim):
     assert part.status_code == 206 and part.content == full.content[3:]
     assert [job["status"] for job in requests.get(f"{base}/_sim/exports", timeout=10).json()["exports"]] == [
         "Failed", "Completed"]
+
+
+# ------------------------------------------------------- export jobs on the wall clock, and lists
+def test_timed_export_jobs_run_two_at_a_time_whether_polled_or_not(clock, wall):
+    state = SimulatorState(clock=clock, wall_clock=wall, export_job_seconds=30)
+    client = create_simulator_app(state).test_client()
+    token = get_token(client)
+    state.add_lead("a@x.com", created_at=WALL_START - timedelta(days=10))
+    jobs = [export_job(client, token, window(WALL_START - timedelta(days=31 * (i + 1)))) for i in range(5)]
+    statuses = lambda: [export_call(client, token, j, "status")["result"][0]["status"] for j in jobs]  # noqa: E731
+    assert statuses() == ["Processing", "Processing", "Queued", "Queued", "Queued"]
+    wall.advance(timedelta(seconds=29))
+    assert statuses()[:2] == ["Processing", "Processing"]
+    wall.advance(timedelta(seconds=60))  # 89 s, nobody polled in between: the fifth started at 60 s
+    assert statuses() == ["Completed", "Completed", "Completed", "Completed", "Processing"]
+    first, third = (export_call(client, token, j, "status")["result"][0] for j in (jobs[0], jobs[2]))
+    assert first["finishedAt"] == third["startedAt"] == "2026-11-26T10:00:30Z"  # the slot's next job starts at once
+    assert export_file(client, token, jobs[0]).status_code == 200
+
+
+def test_timed_export_queue_holds_ten_jobs_at_most(clock, wall):
+    state = SimulatorState(clock=clock, wall_clock=wall, export_job_seconds=30)
+    client = create_simulator_app(state).test_client()
+    token = get_token(client)
+    for i in range(10):
+        export_job(client, token, window(WALL_START - timedelta(days=31 * (i + 1))))
+    eleventh = create_export(client, token, window(WALL_START - timedelta(days=400)))["result"][0]["exportId"]
+    assert error_code(export_call(client, token, eleventh, "enqueue")) == "1029"
+    wall.advance(timedelta(seconds=30))  # two finish: two places in the queue
+    assert export_call(client, token, eleventh, "enqueue")["result"][0]["status"] == "Queued"
+
+
+def test_list_filters_export_the_members_and_lists_are_found_by_name(clock, wall):
+    state = SimulatorState(clock=clock, wall_clock=wall, export_filters_supported=("createdAt", "smartListId",
+                                                                                  "staticListId"))
+    client = create_simulator_app(state).test_client()
+    token = get_token(client)
+    gone = state.add_lead("gone@x.com", unsubscribed=True, created_at=WALL_START - timedelta(days=4000))
+    state.add_lead("here@x.com", created_at=WALL_START - timedelta(days=10))
+    smart = state.add_smart_list("Unsubscribed people", {"unsubscribed": True})
+    static = state.add_static_list("Do not mail", [gone])
+    for kind, list_id in (("smartList", smart), ("staticList", static)):
+        found = client.get(f"/rest/asset/v1/{kind}/byName.json", query_string={"name": state.lists_named(
+            kind, "Unsubscribed people" if kind == "smartList" else "Do not mail")[0]["name"]}, headers=auth(token))
+        assert found.get_json()["result"][0]["id"] == list_id
+        export_id = export_job(client, token, {f"{kind}Id": list_id})
+        poll_until_done(client, token, export_id)
+        assert export_file(client, token, export_id).data.decode().splitlines()[1:] == [f"{gone},gone@x.com,true"]
+    missing = client.get("/rest/asset/v1/smartList/byName.json", query_string={"name": "nope"}, headers=auth(token))
+    assert missing.get_json()["success"] is True and missing.get_json()["result"] == []
+    assert error_code(create_export(client, token, {"smartListId": 999})) == "1003"
+    assert error_code(create_export(client, token, {"staticListId": smart})) == "1003"  # a smart list's id

@@ -15,6 +15,7 @@ from gateway.events import emit
 from gateway.marketo.interfaces import NOT_CONFIGURED
 from gateway.marketo.quota import quota_day
 from gateway.mirror import is_mirror_fresh
+from gateway.mirror_load import load_progress
 from gateway.store import Settings, utcnow
 from schemas.admin import (
     BlockedSendSchema,
@@ -124,6 +125,7 @@ def status():
                     "lag_seconds": lag,
                     "max_age_seconds": gate.config.mirror_max_age,
                     "last_error": sync.last_error,
+                    "load_progress": load_progress(sync, now),
                 },
             }
         )

@@ -64,6 +64,10 @@ class MarketoService(Protocol):
         self, fields: Sequence[str], created_from: datetime, created_to: datetime, *, timeout: float = 30.0
     ) -> str: ...
 
+    def create_list_export(self, fields: Sequence[str], list_kind: str, list_id: int, *, timeout: float = 30.0) -> str: ...
+
+    def list_id_by_name(self, list_kind: str, name: str, *, timeout: float = 30.0) -> int: ...
+
     def enqueue_lead_export(self, export_id: str, *, timeout: float = 30.0) -> str: ...
 
     def lead_export_status(self, export_id: str, *, timeout: float = 30.0) -> dict: ...
@@ -97,6 +101,12 @@ class UnconfiguredMarketo:
     def create_lead_export(
         self, fields: Sequence[str], created_from: datetime, created_to: datetime, *, timeout: float = 30.0
     ) -> str:
+        raise self._error()
+
+    def create_list_export(self, fields: Sequence[str], list_kind: str, list_id: int, *, timeout: float = 30.0) -> str:
+        raise self._error()
+
+    def list_id_by_name(self, list_kind: str, name: str, *, timeout: float = 30.0) -> int:
         raise self._error()
 
     def enqueue_lead_export(self, export_id: str, *, timeout: float = 30.0) -> str:

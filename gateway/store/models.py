@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
-from sqlalchemy import BigInteger, Boolean, Date, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint, false
+from sqlalchemy import BigInteger, Boolean, Date, DateTime, ForeignKey, Integer, JSON, String, Text, UniqueConstraint, false
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 # SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL gets a 64-bit key.
@@ -112,6 +112,9 @@ class SyncState(Base):
     load_window_start: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     load_export_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     load_finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # The load's export jobs, one per window (or one for a list): gateway.mirror.LoadPlan's rows.
+    load_plan: Mapped[list | None] = mapped_column(JSON, nullable=True)
+    load_source: Mapped[str | None] = mapped_column(String(300), nullable=True)  # "windows" or the list
     changes_token: Mapped[str | None] = mapped_column(String(255), nullable=True)
     last_success_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     last_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

@@ -31,6 +31,8 @@ class SyncStatus:
     last_error: str | None
     lease_owner: str | None
     lease_until: datetime | None
+    load_plan: list | None = None  # the load's export jobs (see gateway.mirror.LoadPlan)
+    load_source: str | None = None
 
 
 class SyncStateRepository(Repository):
@@ -72,7 +74,7 @@ class SyncStateRepository(Repository):
             session.execute(
                 update(SyncState).where(SyncState.id == SYNC_ID).values(
                     load_status="not_started", load_started_at=None, load_window_start=None, load_export_id=None,
-                    load_finished_at=None, changes_token=None, last_success_at=None, last_attempt_at=None,
+                    load_finished_at=None, load_plan=None, load_source=None, changes_token=None, last_success_at=None, last_attempt_at=None,
                     last_error=None, lease_owner=None, lease_until=None,
                 )
             )
@@ -101,4 +103,6 @@ def _sync_status(row: SyncState) -> SyncStatus:
         last_error=row.last_error,
         lease_owner=row.lease_owner,
         lease_until=as_utc(row.lease_until),
+        load_plan=row.load_plan,
+        load_source=row.load_source,
     )

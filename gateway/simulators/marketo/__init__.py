@@ -14,7 +14,12 @@ It reproduces what the gate depends on (see docs/marketo-api.md):
   ``activities/leadchanges.json`` (by changed field), fed by an activity log that
   every change of the simulated database appends to;
 * Bulk Lead Extract: ``/bulk/v1/leads/export/create.json``, ``…/enqueue.json``,
-  ``…/status.json``, ``…/file.json`` (with ``Range``) and ``…/cancel.json``;
+  ``…/status.json``, ``…/file.json`` (with ``Range``) and ``…/cancel.json``; the
+  ``createdAt``/``updatedAt`` and ``staticListId``/``smartListId`` filters; 2 jobs
+  processing and 10 queued at most; a job done on its Nth status poll, or, with
+  ``export_job_seconds``, after that long on the wall clock, polled or not;
+* static and smart lists, and the asset API's ``/rest/asset/v1/staticList/byName.json``
+  and ``/rest/asset/v1/smartList/byName.json``;
 * the instance limits (606 rate, 615 concurrency, 607 daily quota);
 * injected faults (error codes, bare HTTP statuses, latency, failed export jobs)
   and a control API under ``/_sim/`` for out-of-process use.
@@ -32,6 +37,7 @@ Where each concern lives:
 * ``leads``: the lead database, its changes, ``leads.json``;
 * ``activities``: activity types, the activity log, ``activities.json`` and ``leadchanges.json``;
 * ``exports``: Bulk Lead Extract jobs, their files and endpoints;
+* ``lists``: static and smart lists, their members and the asset API's look-up by name;
 * ``auth``: access tokens and ``/identity/oauth/token``;
 * ``limits``: 615/606/607 (with the quota day), injected faults, the counters;
 * ``protocol``: error codes and messages, ``SimError``, date and value formats;

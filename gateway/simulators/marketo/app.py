@@ -23,6 +23,7 @@ from gateway.simulators.marketo.exports import (
 )
 from gateway.simulators.marketo.http import RestView, front_door, rest_endpoint, too_large
 from gateway.simulators.marketo.leads import leads_view
+from gateway.simulators.marketo.lists import smart_list_by_name_view, static_list_by_name_view
 from gateway.simulators.marketo.protocol import SimError
 from gateway.simulators.marketo.state import SimulatorState
 
@@ -57,6 +58,9 @@ def create_simulator_app(state: SimulatorState | None = None) -> Flask:
     _add_rest_rule(app, f"{export}/<export_id>/status.json", "export_status", export_status_view)
     _add_rest_rule(app, f"{export}/<export_id>/file.json", "export_file", export_file_view)
     _add_rest_rule(app, f"{export}/<export_id>/cancel.json", "export_cancel", export_cancel_view, "POST")
+
+    _add_rest_rule(app, "/rest/asset/v1/staticList/byName.json", "static_list_by_name", static_list_by_name_view)
+    _add_rest_rule(app, "/rest/asset/v1/smartList/byName.json", "smart_list_by_name", smart_list_by_name_view)
 
     def _unknown_rest(subpath: str) -> dict[str, Any]:
         raise SimError("610", "Requested resource not found")

@@ -22,6 +22,10 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--rate-limit-window", type=float, default=20.0)
     p.add_argument("--max-concurrent", type=int, default=10)
     p.add_argument("--daily-quota", type=int, default=50_000)
+    p.add_argument("--export-job-seconds", type=float, default=None,
+                   help="each Bulk Lead Extract job processes this long (default: done on its 2nd status poll)")
+    p.add_argument("--export-filters", default="createdAt",
+                   help="comma-separated export filters the subscription has (createdAt,updatedAt,staticListId,smartListId)")
     p.add_argument("--quiet", action="store_true", help="do not log each request")
     return p.parse_args(argv)
 
@@ -36,6 +40,8 @@ def main(argv: list[str] | None = None) -> None:
         rate_limit_window=args.rate_limit_window,
         max_concurrent=args.max_concurrent,
         daily_quota=args.daily_quota,
+        export_job_seconds=args.export_job_seconds,
+        export_filters_supported=[name.strip() for name in args.export_filters.split(",") if name.strip()],
     )
     if args.seed == "demo":
         seed_demo(state)

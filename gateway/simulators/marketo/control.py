@@ -65,6 +65,30 @@ def _sim_change_email() -> Any:
     return jsonify({"leadId": lead_id, "email": email, "changed": changed})
 
 
+def _sim_add_list() -> Any:
+    """{"kind": "smartList", "name": ..., "rule": {"unsubscribed": true}} or
+    {"kind": "staticList", "name": ..., "leadIds": [...]}: a list the export filters and the asset API know."""
+    try:
+        body = _json_body()
+        kind, name = body.get("kind"), body.get("name")
+        if kind not in ("smartList", "staticList") or not isinstance(name, str) or not name.strip():
+            raise ValueError("body must be {\"kind\": \"smartList\" or \"staticList\", \"name\": ...}")
+        if kind == "smartList":
+            rule = body.get("rule")
+            if not isinstance(rule, dict) or not rule:
+                raise ValueError("a smart list needs a rule: {field: value}")
+            list_id = current_state().add_smart_list(name, rule)
+        else:
+            lead_ids = body.get("leadIds", [])
+            if not isinstance(lead_ids, list) or not all(isinstance(i, int) and not isinstance(i, bool)
+                                                         for i in lead_ids):
+                raise ValueError("leadIds must be a list of lead ids")
+            list_id = current_state().add_static_list(name, lead_ids)
+    except ValueError as err:
+        return _bad_request(str(err))
+    return jsonify({"id": list_id}), 201
+
+
 def _sim_list_activities() -> Any:
     lead_id = request.args.get("leadId")
     if lead_id is not None and not lead_id.isdigit():
@@ -140,6 +164,7 @@ def register_control_api(app: Flask) -> None:
     app.add_url_rule("/_sim/change-email", "sim_change_email", _sim_change_email, methods=["POST"])
     app.add_url_rule("/_sim/activities", "sim_list_activities", _sim_list_activities, methods=["GET"])
     app.add_url_rule("/_sim/exports", "sim_list_exports", _sim_list_exports, methods=["GET"])
+    app.add_url_rule("/_sim/lists", "sim_add_list", _sim_add_list, methods=["POST"])
     app.add_url_rule(
         "/_sim/fail-next-export", "sim_fail_next_export", _sim_fail_next_export, methods=["POST"]
     )

@@ -8,7 +8,7 @@ import io
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -19,12 +19,15 @@ from gateway.simulators.marketo.protocol import SimError, iso, parse_datetime
 
 if TYPE_CHECKING:
     from gateway.simulators.marketo.leads import Lead
+    from gateway.simulators.marketo.lists import SimList
 
 MAX_EXPORTS_PROCESSING = 2
 MAX_EXPORTS_QUEUED = 10  # queued and processing together
 MAX_EXPORT_SPAN = timedelta(days=31)
 EXPORT_FILTER_TYPES = ("createdAt", "updatedAt", "staticListId", "staticListName", "smartListId", "smartListName")
 DATE_FILTER_TYPES = ("createdAt", "updatedAt")
+LIST_FILTER_TYPES = ("staticListId", "smartListId")
+SIMULATED_FILTER_TYPES = DATE_FILTER_TYPES + LIST_FILTER_TYPES
 
 
 @dataclass(frozen=True)
@@ -34,11 +37,14 @@ class ExportSpec:
     fields: tuple[str, ...]
     column_headers: tuple[str, ...]
     format: str
-    filter_type: str  # "createdAt" or "updatedAt"
-    start_at: datetime
-    end_at: datetime
+    filter_type: str  # "createdAt", "updatedAt", "staticListId" or "smartListId"
+    start_at: datetime | None = None  # date filters
+    end_at: datetime | None = None
+    list_id: int | None = None  # list filters
 
-    def selects(self, lead: Lead) -> bool:
+    def selects(self, lead: Lead, chosen_list: SimList | None = None) -> bool:
+        if self.list_id is not None:
+            return chosen_list is not None and chosen_list.selects(lead)
         stamp = lead.created_at if self.filter_type == "createdAt" else lead.updated_at
         return self.start_at <= stamp <= self.end_at  # both ends inclusive
 
@@ -52,9 +58,9 @@ def _export_cell(value: Any) -> str:
     return str(value)
 
 
-def _render_export(spec: ExportSpec, leads: Iterable[Lead]) -> tuple[bytes, int]:
+def _render_export(spec: ExportSpec, leads: Iterable[Lead], chosen_list: SimList | None) -> tuple[bytes, int]:
     """The CSV file of a job (header row first) and its number of records."""
-    chosen = sorted((lead for lead in leads if spec.selects(lead)), key=lambda lead: lead.id)
+    chosen = sorted((lead for lead in leads if spec.selects(lead, chosen_list)), key=lambda lead: lead.id)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(spec.column_headers)
@@ -76,6 +82,7 @@ class ExportJob:
     started_at: datetime | None = None
     finished_at: datetime | None = None
     polls_while_processing: int = 0
+    polled_at: list[datetime] = field(default_factory=list)  # every status poll, on the wall clock
     file: bytes | None = None
     number_of_records: int | None = None
     error_msg: str | None = None
@@ -110,7 +117,9 @@ class ExportsMixin:
     _lock: threading.Lock
     wall_clock: Callable[[], datetime]
     export_polls_to_complete: int
+    export_job_seconds: float | None  # set: a job processes this long on the wall clock, polled or not
     _leads: dict[int, Lead]
+    _lists: dict[int, SimList]
 
     def _reset_exports_locked(self) -> None:
         self._exports: dict[str, ExportJob] = {}
@@ -128,6 +137,8 @@ class ExportsMixin:
         """Queue a Created job (1029 when 10 jobs are queued or processing)."""
         with self._lock:
             job = self._export_locked(export_id)
+            if self.export_job_seconds is not None:
+                self._run_exports_until_locked(self.wall_clock())  # jobs done by now free their places
             if job.active:
                 raise SimError("1029", "Job already queued")
             if job.status != "Created":
@@ -136,13 +147,19 @@ class ExportsMixin:
                 raise SimError("1029", "Too many jobs in queue")
             job.status, job.queued_at = "Queued", self.wall_clock()
             self._export_queue.append(export_id)
+            if self.export_job_seconds is not None:
+                self._run_exports_until_locked(job.queued_at)
             return job.describe()
 
     def export_status(self, export_id: str) -> dict[str, Any]:
         """A job's status. Each status poll is one step of the export service."""
         with self._lock:
             job = self._export_locked(export_id)
-            self._step_exports_locked()
+            job.polled_at.append(self.wall_clock())
+            if self.export_job_seconds is None:
+                self._step_exports_locked()
+            else:
+                self._run_exports_until_locked(self.wall_clock())
             return job.describe()
 
     def cancel_export(self, export_id: str) -> dict[str, Any]:
@@ -158,13 +175,24 @@ class ExportsMixin:
     def export_file(self, export_id: str) -> bytes | None:
         """The file of a Completed job; None for an unknown or unfinished job."""
         with self._lock:
+            if self.export_job_seconds is not None:
+                self._run_exports_until_locked(self.wall_clock())
             job = self._exports.get(export_id)
             return job.file if job is not None and job.status == "Completed" else None
 
     def exports(self) -> list[dict[str, Any]]:
         """The status of every export job, oldest first."""
         with self._lock:
+            if self.export_job_seconds is not None:
+                self._run_exports_until_locked(self.wall_clock())
             return [job.describe() for job in self._exports.values()]
+
+    def export_history(self) -> list[ExportJob]:
+        """Copies of every export job, oldest first, with when each was polled (for tests and benchmarks)."""
+        with self._lock:
+            if self.export_job_seconds is not None:
+                self._run_exports_until_locked(self.wall_clock())
+            return [replace(job, polled_at=list(job.polled_at)) for job in self._exports.values()]
 
     def fail_next_export(self, count: int = 1) -> None:
         """The next ``count`` jobs to finish end Failed (without a file)."""
@@ -200,13 +228,34 @@ class ExportsMixin:
             if job.polls_while_processing >= self.export_polls_to_complete:
                 self._finish_export_locked(job)
 
-    def _finish_export_locked(self, job: ExportJob) -> None:
-        job.finished_at = self.wall_clock()
+    def _run_exports_until_locked(self, now: datetime) -> None:
+        """The export service on the wall clock: a job processes ``export_job_seconds``; a slot that frees
+        starts the oldest queued job at that moment, whether or not anybody polls."""
+        duration = timedelta(seconds=self.export_job_seconds or 0.0)
+        while True:
+            processing = [j for j in self._exports.values() if j.status == "Processing"]
+            while len(processing) < MAX_EXPORTS_PROCESSING and self._export_queue:
+                job = self._exports[self._export_queue.pop(0)]
+                job.status, job.started_at = "Processing", job.queued_at
+                processing.append(job)
+            due = [j for j in processing if j.started_at + duration <= now]
+            if not due:
+                return
+            first = min(due, key=lambda j: j.started_at)
+            finished_at = first.started_at + duration
+            self._finish_export_locked(first, finished_at)
+            if self._export_queue:
+                successor = self._exports[self._export_queue.pop(0)]
+                successor.status, successor.started_at = "Processing", max(successor.queued_at, finished_at)
+
+    def _finish_export_locked(self, job: ExportJob, finished_at: datetime | None = None) -> None:
+        job.finished_at = finished_at or self.wall_clock()
         if self._exports_to_fail:
             self._exports_to_fail -= 1
             job.status, job.error_msg = "Failed", "Export failed (simulated fault)"
             return
-        job.file, job.number_of_records = _render_export(job.spec, self._leads.values())
+        chosen_list = self._lists.get(job.spec.list_id) if job.spec.list_id is not None else None
+        job.file, job.number_of_records = _render_export(job.spec, self._leads.values(), chosen_list)
         job.status = "Completed"
 
 
@@ -241,8 +290,8 @@ def _column_headers(fields: tuple[str, ...], raw: Any) -> tuple[str, ...]:
     return tuple(raw.get(name, name) for name in fields)
 
 
-def _export_filter(raw: Any, supported: frozenset[str]) -> tuple[str, datetime, datetime]:
-    """The one filter of a job: its type and date range."""
+def _export_filter(raw: Any, supported: frozenset[str]) -> tuple[str, Any]:
+    """The one filter of a job: its type and value."""
     if not isinstance(raw, dict) or not raw:
         raise SimError("1003", "filter not specified")
     if len(raw) > 1:
@@ -252,8 +301,16 @@ def _export_filter(raw: Any, supported: frozenset[str]) -> tuple[str, datetime, 
         raise SimError("1003", f"Invalid filter type '{filter_type}'")
     if filter_type not in supported:
         raise SimError("1035")
-    start_at, end_at = _date_range(filter_type, value)
-    return filter_type, start_at, end_at
+    return filter_type, value
+
+
+def _list_id(filter_type: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise SimError("1003", f"{filter_type} must be a list id (an integer)")
+    kind = filter_type.removesuffix("Id")
+    if current_state().list_by_id(kind, value) is None:
+        raise SimError("1003", f"{filter_type} {value} not found")
+    return value
 
 
 def _date_range(filter_type: str, value: Any) -> tuple[datetime, datetime]:
@@ -271,14 +328,18 @@ def _date_range(filter_type: str, value: Any) -> tuple[datetime, datetime]:
 
 def _export_spec(body: Mapping[str, Any], supported_filters: frozenset[str]) -> ExportSpec:
     fields = _export_fields(body.get("fields"))
-    filter_type, start_at, end_at = _export_filter(body.get("filter"), supported_filters)
+    filter_type, value = _export_filter(body.get("filter"), supported_filters)
+    if filter_type in LIST_FILTER_TYPES:
+        selection: dict[str, Any] = {"list_id": _list_id(filter_type, value)}
+    else:
+        start_at, end_at = _date_range(filter_type, value)
+        selection = {"start_at": start_at, "end_at": end_at}
     return ExportSpec(
         fields=fields,
         column_headers=_column_headers(fields, body.get("columnHeaderNames")),
         format=_export_format(body.get("format")),
         filter_type=filter_type,
-        start_at=start_at,
-        end_at=end_at,
+        **selection,
     )
 
 

@@ -13,13 +13,14 @@ from typing import Any
 
 from gateway.simulators.marketo.activities import ActivitiesMixin, resolve_activity_type_ids
 from gateway.simulators.marketo.auth import TokensMixin
-from gateway.simulators.marketo.exports import DATE_FILTER_TYPES, ExportsMixin
+from gateway.simulators.marketo.exports import SIMULATED_FILTER_TYPES, ExportsMixin
 from gateway.simulators.marketo.leads import LeadsMixin
 from gateway.simulators.marketo.limits import LimitsMixin
+from gateway.simulators.marketo.lists import ListsMixin
 from gateway.simulators.marketo.protocol import utcnow
 
 
-class SimulatorState(LeadsMixin, ActivitiesMixin, ExportsMixin, TokensMixin, LimitsMixin):
+class SimulatorState(LeadsMixin, ActivitiesMixin, ExportsMixin, ListsMixin, TokensMixin, LimitsMixin):
     """Everything the simulator knows. Thread-safe: one lock guards it all."""
 
     def __init__(
@@ -37,17 +38,23 @@ class SimulatorState(LeadsMixin, ActivitiesMixin, ExportsMixin, TokensMixin, Lim
         activity_type_ids: Mapping[str, int] | None = None,
         export_polls_to_complete: int = 2,
         export_filters_supported: Iterable[str] = ("createdAt",),
+        export_job_seconds: float | None = None,
     ):
         """``activity_type_ids`` overrides type ids by name (``{"Unsubscribe Email": 2009}``);
         an export job completes on the ``export_polls_to_complete``-th status poll once
-        it is processing; ``export_filters_supported`` are the Bulk Lead Extract filters
-        this subscription has (others answer 1035; only date filters are simulated)."""
+        it is processing, or, when ``export_job_seconds`` is set, after that long processing
+        on ``wall_clock`` (queued jobs start as slots free, polled or not);
+        ``export_filters_supported`` are the Bulk Lead Extract filters this subscription has
+        (others answer 1035; date and list-id filters are simulated)."""
         if isinstance(export_polls_to_complete, bool) or not isinstance(export_polls_to_complete, int) \
                 or export_polls_to_complete < 1:
             raise ValueError("export_polls_to_complete must be a positive integer")
         filters = frozenset(export_filters_supported)
-        if not filters <= set(DATE_FILTER_TYPES):
-            raise ValueError(f"only {DATE_FILTER_TYPES} filters are simulated")
+        if not filters <= set(SIMULATED_FILTER_TYPES):
+            raise ValueError(f"only {SIMULATED_FILTER_TYPES} filters are simulated")
+        if export_job_seconds is not None and not export_job_seconds >= 0:
+            raise ValueError("export_job_seconds must be a number of seconds, 0 or more")
+        self.export_job_seconds = export_job_seconds
         self.activity_type_ids = resolve_activity_type_ids(activity_type_ids)
         self.export_polls_to_complete = export_polls_to_complete
         self.export_filters_supported = filters
@@ -72,6 +79,7 @@ class SimulatorState(LeadsMixin, ActivitiesMixin, ExportsMixin, TokensMixin, Lim
         self._reset_limits_locked()
         self._reset_activities_locked()
         self._reset_exports_locked()
+        self._reset_lists_locked()
         self._wake_sleepers_locked()
 
     def _wake_sleepers_locked(self) -> None:
