@@ -46,7 +46,7 @@ def status_of(app):
 
 def test_windows_are_exported_with_several_jobs_queued_at_once(make_gate, simulator, timed, store, caplog):
     app = load_gate(make_gate, simulator)
-    with caplog.at_level(logging.INFO, logger="gateway.mirror_load"):
+    with caplog.at_level(logging.INFO, logger="gateway.events"):
         report = syncer(app).run_once()
     assert report.error is None and report.loaded_windows == 10
     assert mirror_emails(store) == simulator_truth(timed)
