@@ -56,6 +56,8 @@ class GateConfig:
     redis_url: str | None = None  # shared rate-limit counts; None: each process counts alone
     rate_limit_key_prefix: str = "gate"  # Redis key prefix (tests use one of their own)
     trust_proxy_hops: int = 0  # proxies whose X-Forwarded-For/-Proto are believed (Heroku's router: 1)
+    # The console's session cookie is `Secure` (HTTPS only) except in the demo, which serves plain HTTP locally.
+    console_secure_cookies: bool = True
 
     @property
     def marketo_configured(self) -> bool:
@@ -212,4 +214,5 @@ def load_config(env=None) -> GateConfig:
         rate_limit=parse_rate_limit(env.get("GATEWAY_RATE_LIMIT")),
         redis_url=redis_url(env),
         trust_proxy_hops=trust_proxy_hops(env),
+        console_secure_cookies=not demo,
     )
