@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from flask_wtf import FlaskForm
 from wtforms import DateField, HiddenField, PasswordField, SelectField, StringField, TextAreaField
+from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Length, Optional
 
 from gateway.config import FAILURE_MODES
@@ -31,7 +32,7 @@ class CheckSwitchForm(FlaskForm):
 class FailureModeForm(FlaskForm):
     failure_mode = SelectField(
         "When Marketo cannot answer in time",
-        choices=[(mode, FAILURE_MODE_LABELS[mode]) for mode in FAILURE_MODES],
+        choices=[SelectChoice(mode, FAILURE_MODE_LABELS[mode]) for mode in FAILURE_MODES],
         validators=[DataRequired()],
     )
 
@@ -42,8 +43,8 @@ class CheckAddressesForm(FlaskForm):
                               render_kw={"rows": 5, "autocapitalize": "none", "spellcheck": "false"})
 
 
-def _any(values) -> list[tuple[str, str]]:
-    return [("", "Any")] + [(value, value.replace("_", " ")) for value in values]
+def _any(values) -> list[SelectChoice]:
+    return [SelectChoice("", "Any")] + [SelectChoice(value, value.replace("_", " ")) for value in values]
 
 
 class BlockedSendsFilterForm(FlaskForm):
