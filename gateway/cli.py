@@ -202,6 +202,7 @@ def worker(once: bool) -> None:
 
 DEMO_CALLER_KEY = "demo-caller-key"
 DEMO_ADMIN_KEY = "demo-admin-key"
+DEMO_CONSOLE_ADMIN = ("demo", "demo-console-password")  # the console's sign-in in the demo only
 
 
 def _wait_until_up(url: str, process: subprocess.Popen, deadline_seconds: float = 30.0) -> None:
@@ -272,6 +273,7 @@ def demo(port: int, marketo_port: int, host: str) -> None:
         engine = make_engine(env["DATABASE_URL"])
         upgrade(engine)
         Store(engine).reset_mirror()  # a fresh simulator: mirror it from scratch
+        _demo_console_admin(Store(engine))
         _turn_check_on()
         sync_thread = _start_sync_thread(stop_sync)
         gate = _spawn(
@@ -284,6 +286,8 @@ def demo(port: int, marketo_port: int, host: str) -> None:
         click.echo(f"\nThe gate is up at {base} (demo mode; Marketo simulator at {marketo_url}).")
         click.echo(f"Caller key: {DEMO_CALLER_KEY}   Admin key: {DEMO_ADMIN_KEY}\n")
         click.echo(_curl_examples(base))
+        click.echo(f"\nAdmin console: {base}/console/ (name {DEMO_CONSOLE_ADMIN[0]!r}, "
+                   f"password {DEMO_CONSOLE_ADMIN[1]!r})")
         click.echo("\nCtrl-C stops both.")
         gate.wait()
         raise click.ClickException(f"gunicorn exited with {gate.returncode}")
@@ -348,6 +352,16 @@ def _start_sync_thread(stop: threading.Event) -> threading.Thread:
     thread = threading.Thread(target=run_worker, args=(build_gate(load_config()), stop), name="mirror-sync", daemon=True)
     thread.start()
     return thread
+
+
+def _demo_console_admin(store: Store) -> None:
+    from gateway.console.accounts import hash_password
+
+    name, password = DEMO_CONSOLE_ADMIN
+    if store.admins.by_name(name) is None:
+        store.admins.create(name, hash_password(password))
+    else:
+        store.admins.set_password(name, hash_password(password))
 
 
 def _turn_check_on() -> None:
