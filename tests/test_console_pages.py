@@ -79,6 +79,7 @@ def test_console_pages_send_a_same_origin_referrer_and_a_strict_policy_the_api_k
     assert page.headers["Strict-Transport-Security"] and page.headers["X-Frame-Options"] == "DENY"
     api = behind_router.get("/v1/admin/status", headers={**HTTPS_ROUTER, **ADMIN})
     assert api.headers["Referrer-Policy"] == "no-referrer" and "Set-Cookie" not in api.headers
+    assert "Vary" not in api.headers  # only the console has sessions: the API's answers do not vary by cookie
     css = behind_router.get("/console/static/console.css", headers=HTTPS_ROUTER)
     assert css.status_code == 200 and css.mimetype == "text/css"
 
@@ -108,14 +109,13 @@ def test_a_session_ends_after_a_day_without_a_request(behind_router, monkeypatch
 def test_after_sign_in_only_a_console_path_is_followed(behind_router):
     for target, expected in [("/console/audit", "/console/audit"), ("https://evil.example.com/console/x", None),
                              ("//evil.example.com/console/", None), ("/v1/admin/status", None)]:
-        behind_router.post("/console/sign-out", headers=HTTPS_ROUTER)  # (refused without a token: still signed out)
         page = behind_router.get(f"/console/sign-in?next={target}", headers=HTTPS_ROUTER).get_data(as_text=True)
         token = csrf_token(page)
         response = behind_router.post(
             "/console/sign-in", headers={**HTTPS_ROUTER, "Referer": SITE + "/console/sign-in"},
             data={"name": "ana", "password": PASSWORD, "csrf_token": token, "next": target})
         assert response.headers["Location"] == (expected or "/console/integrations"), target
-        with behind_router.session_transaction() as session:
+        with behind_router.session_transaction("/console/") as session:
             session.clear()
 
 
@@ -161,3 +161,39 @@ def test_the_chart_stacks_reasons_per_day_on_a_round_axis():
     assert unverified.y + unverified.height == pytest.approx(unsubscribed.y, abs=0.2)  # stacked on top
     assert "4 blocked sends from 01 Mar to 03 Mar: 3 unsubscribed, 1 unverified" == chart.summary
     assert per_day_chart({}, date(2026, 3, 1), date(2026, 3, 1)).bars == ()
+
+
+def signed_in(make_gate, **overrides):
+    client = router_client(make_gate(trust_proxy_hops=1, **overrides))
+    assert sign_in(client).status_code == 303
+    return client
+
+
+def test_salesforce_shows_what_the_status_says_once_it_has_a_section(make_gate, admin, monkeypatch):
+    client = signed_in(make_gate)
+    page = client.get("/console/integrations", headers=HTTPS_ROUTER).get_data(as_text=True)
+    assert 'id="salesforce-state">Not configured.' in page
+    from gateway.api import admin as admin_api
+
+    real = admin_api.gate_status
+    monkeypatch.setattr("gateway.console.pages.gate_status", lambda: {
+        **real(), "salesforce": {"configured": True, "connected": False, "outbox": {"pending": 3, "failed": 1}}})
+    page = client.get("/console/integrations", headers=HTTPS_ROUTER).get_data(as_text=True)
+    assert "salesforce-state" not in page
+    assert re.search(r"<dt>Connected</dt>\s*<dd>no</dd>", page) and re.search(r"<dt>Pending</dt>\s*<dd>3</dd>", page)
+
+
+def test_the_banner_is_on_every_page_while_the_check_is_off_and_gone_when_on(make_gate, admin, store):
+    client = signed_in(make_gate)
+    for path in ("integrations", "mirror", "blocked-sends", "check", "audit"):
+        assert 'id="check-off-banner"' in client.get(f"/console/{path}", headers=HTTPS_ROUTER).get_data(as_text=True)
+    store.settings.update({"marketo_check_enabled": True}, updated_by="test")
+    for path in ("integrations", "mirror", "blocked-sends", "check", "audit"):
+        assert 'id="check-off-banner"' not in client.get(f"/console/{path}", headers=HTTPS_ROUTER).get_data(as_text=True)
+
+
+def test_a_wrong_filter_is_said_and_exports_nothing(make_gate, admin):
+    client = signed_in(make_gate)
+    page = client.get("/console/blocked-sends?since=not-a-day&source=fax", headers=HTTPS_ROUTER)
+    assert page.status_code == 422 and "Not a valid date value." in page.get_data(as_text=True)
+    assert client.get("/console/blocked-sends.csv?source=fax", headers=HTTPS_ROUTER).status_code == 422

@@ -129,11 +129,11 @@ def blocked_sends():
     )
 
 
+FILTERS = ("recipient", "sender", "source", "workflow", "since", "until")
+
+
 def blocked_send_filter(query: dict) -> BlockedSendFilter:
     return BlockedSendFilter(**{name: query.get(name) for name in FILTERS})
-
-
-FILTERS = ("recipient", "sender", "source", "workflow", "since", "until")
 
 
 def _csv_answer(store, query, where: BlockedSendFilter) -> Response:

@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 from urllib.parse import urlsplit
 
 from flask import Blueprint, Flask, current_app, redirect, render_template, request, url_for
+from flask.sessions import SecureCookieSessionInterface
 from flask_login import LoginManager, current_user
 from flask_wtf.csrf import CSRFError, CSRFProtect
 
@@ -38,7 +39,18 @@ login_manager = LoginManager()
 OPEN_ENDPOINTS = {"console.sign_in", "console.static"}
 
 
+class ConsoleOnlySessions(SecureCookieSessionInterface):
+    """Only the console has sessions. Everything else takes no cookies, so its answers never carry a cookie or
+    `Vary: Cookie` (which Flask-Login's after-request hook would otherwise add by looking into the session)."""
+
+    def open_session(self, app, request):
+        if not request.path.startswith(bp.url_prefix + "/"):
+            return self.make_null_session(app)
+        return super().open_session(app, request)
+
+
 def init_app(app: Flask, config: GateConfig) -> None:
+    app.session_interface = ConsoleOnlySessions()
     app.config.update(
         SESSION_COOKIE_NAME="gate_console",
         SESSION_COOKIE_SECURE=config.console_secure_cookies,
@@ -53,6 +65,7 @@ def init_app(app: Flask, config: GateConfig) -> None:
     login_manager.init_app(app)
     login_manager.login_view = "console.sign_in"
     login_manager.login_message = "Sign in to open the console."
+    login_manager.login_message_category = "info"
     login_manager.session_protection = "basic"
     app.register_blueprint(bp)
     app.register_error_handler(CSRFError, _csrf_refused)
