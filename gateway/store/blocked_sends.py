@@ -117,18 +117,25 @@ class BlockedSendsRepository(Repository):
 
     def per_day_by_reason(self, since: date, *, where: BlockedSendFilter = NO_FILTER) -> dict[date, dict[str, int]]:
         """Rows per UTC day from `since` on, by reason code: what the console's chart draws."""
-        day = func.date(BlockedSend.at)
-        query = where.apply(
-            select(day, BlockedSend.reason_code, func.count())
-            .where(BlockedSend.at >= _day_start(since))
-            .group_by(day, BlockedSend.reason_code)
-        )
         counts: dict[date, dict[str, int]] = {}
         with self._reading() as session:
+            day = _utc_day(session.get_bind().dialect.name)
+            query = where.apply(
+                select(day, BlockedSend.reason_code, func.count())
+                .where(BlockedSend.at >= _day_start(since))
+                .group_by(day, BlockedSend.reason_code)
+            )
             for value, reason, count in session.execute(query):
                 key = value if isinstance(value, date) else date.fromisoformat(str(value)[:10])
                 counts.setdefault(key, {})[reason] = count
         return counts
+
+
+def _utc_day(dialect: str):
+    """The UTC day of a row: PostgreSQL would otherwise take the day in the session's time zone."""
+    if dialect == "postgresql":
+        return func.date(func.timezone("UTC", BlockedSend.at))
+    return func.date(BlockedSend.at)  # SQLite keeps the UTC time the gate wrote, as text
 
 
 def _logged(row: BlockedSend) -> LoggedBlockedSend:
