@@ -90,6 +90,10 @@ def create_app(config: GateConfig | None = None) -> Flask:
     app.register_blueprint(metrics.bp)
     openapi.init_app(app)
 
+    from gateway import console
+
+    console.init_app(app, config)  # the admin console's pages, sign-in and CSRF
+
     from gateway.api import security
 
     security.init_app(app, config)  # CORS, rate limits, secure headers, proxy headers

@@ -89,16 +89,18 @@ class CheckService:
     def failure_mode(self, settings: Settings) -> str:
         return settings.failure_mode or self.config.failure_mode
 
-    def run(self, request: CheckRequest, started: float | None = None) -> CheckOutcome:
+    def run(self, request: CheckRequest, started: float | None = None, *, dry_run: bool = False) -> CheckOutcome:
+        """`dry_run`: answer as a check would, but log no blocked send (the console's "Check an address")."""
         started = time.monotonic() if started is None else started
         settings, sync = self.context()
         deadline = started + self.config.check_timeout - ANSWER_MARGIN
         verdicts = self.resolve(request.addresses(), settings, sync, deadline)
         results = decide(request, verdicts)
         check_id = new_check_id()
-        entries = blocked_entries(check_id, request, results)
-        self.store.blocked_sends.log(entries)
-        report_check(request, verdicts, entries, time.monotonic() - started)
+        if not dry_run:
+            entries = blocked_entries(check_id, request, results)
+            self.store.blocked_sends.log(entries)
+            report_check(request, verdicts, entries, time.monotonic() - started)
         return CheckOutcome(check_id, settings.marketo_check_enabled, results)
 
     def resolve(self, addresses: list[str], settings: Settings, sync: SyncStatus, deadline: float) -> dict[str, Verdict]:

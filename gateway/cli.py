@@ -5,6 +5,9 @@
     gateway keys create NAME --role R   make a key, print it once, keep only its hash
         [--source S ...] [--require-signature]   limit it to sources; require signed callouts
     gateway keys list | revoke NAME
+    gateway admins create NAME          an account for the admin console (password at a prompt,
+        [--password-stdin]               or the first line of standard input)
+    gateway admins list | password NAME | delete NAME
     gateway worker                      keep the mirror of Marketo's unsubscribes in sync (Procfile `worker:`)
     gateway demo                        the gate and a seeded Marketo simulator on this machine
 """
@@ -105,6 +108,73 @@ def revoke_key(name: str) -> None:
     click.echo(f"key {name!r} revoked")
 
 
+@main.group(help="Manage the admin console's accounts (API keys cannot open the console).")
+def admins() -> None:
+    pass
+
+
+def _read_password(from_stdin: bool) -> str:
+    from gateway.console.accounts import password_problem
+
+    if from_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    problem = password_problem(password)
+    if problem:
+        raise click.ClickException(problem)
+    return password
+
+
+@admins.command("create", help="Create an admin account; it signs in to /console by NAME.")
+@click.argument("name")
+@click.option("--password-stdin", is_flag=True, help="Read the password from the first line of standard input.")
+def create_admin(name: str, password_stdin: bool) -> None:
+    from gateway.console.accounts import hash_password
+    from gateway.store import AdminExists
+
+    if not name.strip() or len(name) > 100:
+        raise click.UsageError("NAME must be 1 to 100 characters")
+    password = _read_password(password_stdin)
+    try:
+        _store().admins.create(name.strip(), hash_password(password))
+    except AdminExists:
+        raise click.ClickException(f"an admin named {name!r} exists already") from None
+    click.echo(f"admin {name.strip()!r} created; sign in at /console/sign-in")
+
+
+@admins.command("list", help="List admin accounts (never their passwords).")
+def list_admins() -> None:
+    from gateway.store import utcnow
+
+    now = utcnow()
+    for admin in _store().admins.all():
+        state = f"locked until {admin.locked_until:%Y-%m-%d %H:%M} UTC" if admin.locked_at(now) else "active"
+        last = f"{admin.last_sign_in_at:%Y-%m-%d %H:%M}" if admin.last_sign_in_at else "never"
+        click.echo(f"{admin.name}\t{state}\tlast sign-in {last}")
+
+
+@admins.command("password", help="Set a new password for an admin (this also lifts a lockout).")
+@click.argument("name")
+@click.option("--password-stdin", is_flag=True, help="Read the password from the first line of standard input.")
+def admin_password(name: str, password_stdin: bool) -> None:
+    from gateway.console.accounts import hash_password
+
+    store = _store()
+    if store.admins.by_name(name) is None:
+        raise click.ClickException(f"no admin named {name!r}")
+    store.admins.set_password(name, hash_password(_read_password(password_stdin)))
+    click.echo(f"password of {name!r} changed")
+
+
+@admins.command("delete", help="Delete an admin account; its sessions end at their next request.")
+@click.argument("name")
+def delete_admin(name: str) -> None:
+    if not _store().admins.delete(name):
+        raise click.ClickException(f"no admin named {name!r}")
+    click.echo(f"admin {name!r} deleted")
+
+
 @main.command(help="Keep the mirror of Marketo's unsubscribes in sync until SIGTERM.")
 @click.option("--once", is_flag=True, help="Sync once (the full load first, if it is not done) and exit.")
 def worker(once: bool) -> None:
@@ -136,6 +206,7 @@ def worker(once: bool) -> None:
 
 DEMO_CALLER_KEY = "demo-caller-key"
 DEMO_ADMIN_KEY = "demo-admin-key"
+DEMO_CONSOLE_ADMIN = ("demo", "demo-console-password")  # the console's sign-in in the demo only
 
 
 def _wait_until_up(url: str, process: subprocess.Popen, deadline_seconds: float = 30.0) -> None:
@@ -206,6 +277,7 @@ def demo(port: int, marketo_port: int, host: str) -> None:
         engine = make_engine(env["DATABASE_URL"])
         upgrade(engine)
         Store(engine).reset_mirror()  # a fresh simulator: mirror it from scratch
+        _demo_console_admin(Store(engine))
         _turn_check_on()
         sync_thread = _start_sync_thread(stop_sync)
         gate = _spawn(
@@ -218,6 +290,8 @@ def demo(port: int, marketo_port: int, host: str) -> None:
         click.echo(f"\nThe gate is up at {base} (demo mode; Marketo simulator at {marketo_url}).")
         click.echo(f"Caller key: {DEMO_CALLER_KEY}   Admin key: {DEMO_ADMIN_KEY}\n")
         click.echo(_curl_examples(base))
+        click.echo(f"\nAdmin console: {base}/console/ (name {DEMO_CONSOLE_ADMIN[0]!r}, "
+                   f"password {DEMO_CONSOLE_ADMIN[1]!r})")
         click.echo("\nCtrl-C stops both.")
         gate.wait()
         raise click.ClickException(f"gunicorn exited with {gate.returncode}")
@@ -282,6 +356,16 @@ def _start_sync_thread(stop: threading.Event) -> threading.Thread:
     thread = threading.Thread(target=run_worker, args=(build_gate(load_config()), stop), name="mirror-sync", daemon=True)
     thread.start()
     return thread
+
+
+def _demo_console_admin(store: Store) -> None:
+    from gateway.console.accounts import hash_password
+
+    name, password = DEMO_CONSOLE_ADMIN
+    if store.admins.by_name(name) is None:
+        store.admins.create(name, hash_password(password))
+    else:
+        store.admins.set_password(name, hash_password(password))
 
 
 def _turn_check_on() -> None:

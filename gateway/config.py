@@ -66,6 +66,8 @@ class GateConfig:
     log_format: str = "text"  # "json": one JSON object per line
     metrics_token: str | None = field(default=None, repr=False)  # a bearer token for GET /metrics besides admin keys
     switch_warning_seconds: float = 300.0  # how often a process logs `switch.off` while the check is off
+    # The console's session cookie is `Secure` (HTTPS only) except in the demo, which serves plain HTTP locally.
+    console_secure_cookies: bool = True
 
     @property
     def marketo_configured(self) -> bool:
@@ -254,4 +256,5 @@ def load_config(env=None) -> GateConfig:
         log_format=log_format(env),
         metrics_token=env.get("GATEWAY_METRICS_TOKEN") or None,
         switch_warning_seconds=_number(env, "GATEWAY_SWITCH_WARNING_SECONDS", 300.0),
+        console_secure_cookies=not demo,
     )

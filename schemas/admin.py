@@ -7,8 +7,10 @@ import binascii
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
 
 from gateway.config import FAILURE_MODES
+from gateway.domain import SOURCES, WORKFLOWS
 
 MAX_PAGE = 500
+MAX_FILTER_TEXT = 320  # an address is never longer
 
 
 def encode_cursor(last_id: int) -> str:
@@ -77,6 +79,14 @@ class BlockedSendsQuerySchema(Schema):
     cursor = CursorField(metadata={"description": "`next_cursor` of the previous page."})
     format = fields.String(load_default="json", validate=validate.OneOf(("json", "csv")),
                            metadata={"description": "`csv` for text/csv."})
+    recipient = fields.String(validate=validate.Length(min=1, max=MAX_FILTER_TEXT),
+                              metadata={"description": "Only recipients containing this text (any case)."})
+    sender = fields.String(validate=validate.Length(min=1, max=MAX_FILTER_TEXT),
+                           metadata={"description": "Only senders containing this text (any case)."})
+    source = fields.String(validate=validate.OneOf(SOURCES), metadata={"description": "Only this source."})
+    workflow = fields.String(validate=validate.OneOf(WORKFLOWS), metadata={"description": "Only this workflow."})
+    since = fields.Date(metadata={"description": "Only rows on or after this UTC day (YYYY-MM-DD)."})
+    until = fields.Date(metadata={"description": "Only rows on or before this UTC day (YYYY-MM-DD)."})
 
 
 class BlockedSendSchema(Schema):

@@ -10,6 +10,7 @@ from gateway.store import (
     IN_CHUNK,
     BlockedSendEntry,
     CallCounts,
+    Change,
     LeaseLost,
     LoggedBlockedSend,
     Settings,
@@ -319,6 +320,8 @@ def test_cleaning_up_empties_every_table_down_to_the_rows_the_migrations_seeded(
     store.calls.take(date(2026, 3, 1), "lookup", None)
     store.sync.acquire_lease("worker-a", 60)
     store.mirror.apply_changes("worker-a", unsubscribed=["jane@example.com"], state={"load_status": "complete"})
+    store.admins.create("ana", "scrypt:not-a-real-hash")
+    store.audit.record([Change("failure_mode", "deny", "allow")], actor="ana", via="console")
     assert all(rows_of_every_table(migrated.engine).values())  # every table of the models holds something now
     restore_rows(migrated.engine, migrated.seeded)
     assert rows_of_every_table(migrated.engine) == migrated.seeded

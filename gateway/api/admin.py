@@ -1,24 +1,19 @@
 """Admin API: the global Marketo check switch, the failure policy, and the log of blocked sends."""
 from __future__ import annotations
 
-import csv
-import io
-from datetime import timedelta
-
 from flask import Blueprint, Response, current_app, g, jsonify, stream_with_context
 
 from gateway.api.auth import require
 from gateway.api.errors import ApiError, load_query
 from gateway.api.shared import json_body
-from gateway.connection import check_marketo_connection
-from gateway.events import emit
 from gateway.marketo.interfaces import NOT_CONFIGURED
 from gateway.marketo.quota import quota_day
 from gateway.mirror import is_mirror_fresh
 from gateway.mirror_load import load_progress
-from gateway.store import Settings, utcnow
+from gateway.reports import blocked_sends_csv
+from gateway.settings_changes import VIA_API, CheckStaysOff, change_settings, current_settings
+from gateway.store import BlockedSendFilter, Settings, utcnow
 from schemas.admin import (
-    BlockedSendSchema,
     BlockedSendsPageSchema,
     BlockedSendsQuerySchema,
     SettingsPatchSchema,
@@ -29,25 +24,17 @@ from schemas.admin import (
 
 bp = Blueprint("admin", __name__, url_prefix="/v1/admin")
 
-STATUS_MAX_AGE = timedelta(minutes=5)  # how stale a shown connection status may be before it is tested again
 DEFAULT_PAGE = 50
-CSV_COLUMNS = ("at", "check_id", "source", "workflow", "sender", "recipient", "reason_code", "message_id")
 
 settings_schema = SettingsSchema()
 patch_schema = SettingsPatchSchema()
 query_schema = BlockedSendsQuerySchema()
-blocked_send_schema = BlockedSendSchema()
 page_schema = BlockedSendsPageSchema()
 status_schema = StatusSchema()
 
 
 def _gate():
     return current_app.extensions["gate"]
-
-
-def check_connection() -> tuple[bool, str]:
-    gate = _gate()
-    return check_marketo_connection(gate.marketo, gate.store, timeout=gate.config.check_timeout)
 
 
 def settings_answer(settings: Settings) -> dict:
@@ -72,39 +59,35 @@ def settings_answer(settings: Settings) -> dict:
 @bp.get("/settings")
 @require("admin")
 def get_settings():
-    settings = _gate().store.settings.get()
-    if settings.marketo_checked_at is None or utcnow() - settings.marketo_checked_at > STATUS_MAX_AGE:
-        check_connection()
-        settings = _gate().store.settings.get()
-    return jsonify(settings_answer(settings))
+    return jsonify(settings_answer(current_settings(_gate())))
 
 
 @bp.patch("/settings")
 @require("admin")
 def patch_settings():
     changes = patch_schema.load(json_body())
-    if changes.get("marketo_check_enabled"):
-        connected, message = check_connection()
-        if not connected:
-            raise ApiError(409, "marketo_not_connected", f"The check stays off: {message}")
-    settings = _gate().store.settings.update(changes, updated_by=g.principal.name)
-    _gate().checks.forget_context()
-    emit("settings.changed", by=g.principal.name, **changes)
+    try:
+        settings = change_settings(_gate(), changes, actor=g.principal.name, via=VIA_API)
+    except CheckStaysOff as refused:
+        raise ApiError(409, "marketo_not_connected", f"The check stays off: {refused.message}") from None
     return jsonify(settings_answer(settings))
 
 
 @bp.get("/status")
 @require("admin")
 def status():
-    """Marketo calls today against the budget, and how fresh the mirror is."""
+    return jsonify(gate_status())
+
+
+def gate_status() -> dict:
+    """Marketo calls today against the budget, and how fresh the mirror is: the admin API's and the console's."""
     gate = _gate()
     now = utcnow()
     counts = gate.store.calls.counts(quota_day(now))
     sync = gate.store.sync.status()
     fresh = is_mirror_fresh(sync, gate.config.mirror_max_age, now)
     lag = (now - sync.last_success_at).total_seconds() if sync.last_success_at else None
-    return jsonify(
-        status_schema.dump(
+    return status_schema.dump(
             {
                 "enabled": gate.store.settings.get().marketo_check_enabled,
                 "marketo_calls_today": counts,
@@ -129,7 +112,6 @@ def status():
                 },
             }
         )
-    )
 
 
 @bp.get("/blocked-sends")
@@ -137,10 +119,11 @@ def status():
 def blocked_sends():
     query = load_query(query_schema)
     store = _gate().store
+    where = blocked_send_filter(query)
     if query["format"] == "csv":
-        return _csv_answer(store, query)
+        return _csv_answer(store, query, where)
     limit = query.get("limit", DEFAULT_PAGE)
-    rows = store.blocked_sends.page(limit=limit + 1, before_id=query.get("cursor"))
+    rows = store.blocked_sends.page(limit=limit + 1, before_id=query.get("cursor"), where=where)
     page, more = rows[:limit], len(rows) > limit
     return jsonify(
         page_schema.dump(
@@ -149,35 +132,21 @@ def blocked_sends():
     )
 
 
-def _csv_cell(value) -> str:
-    """Callers choose message ids and addresses; a spreadsheet must not run them as formulas."""
-    if value is None:
-        return ""
-    text = str(value)
-    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+FILTERS = ("recipient", "sender", "source", "workflow", "since", "until")
 
 
-def _csv_answer(store, query) -> Response:
+def blocked_send_filter(query: dict) -> BlockedSendFilter:
+    return BlockedSendFilter(**{name: query.get(name) for name in FILTERS})
+
+
+def _csv_answer(store, query, where: BlockedSendFilter) -> Response:
     """Without `limit`, every row from the cursor on: an export; with it, one page and `X-Next-Cursor`."""
     headers = {"Content-Disposition": "attachment; filename=blocked-sends.csv"}
     if "limit" in query:
-        rows = store.blocked_sends.page(limit=query["limit"] + 1, before_id=query.get("cursor"))
+        rows = store.blocked_sends.page(limit=query["limit"] + 1, before_id=query.get("cursor"), where=where)
         if len(rows) > query["limit"]:
             rows = rows[: query["limit"]]
             headers["X-Next-Cursor"] = encode_cursor(rows[-1].id)
     else:
-        rows = store.blocked_sends.iterate(before_id=query.get("cursor"))
-
-    def lines():
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, extrasaction="ignore")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: _csv_cell(v) for k, v in blocked_send_schema.dump(row).items()})
-            if buffer.tell() > 64 * 1024:
-                yield buffer.getvalue()
-                buffer.seek(0)
-                buffer.truncate()
-        yield buffer.getvalue()
-
-    return Response(stream_with_context(lines()), mimetype="text/csv", headers=headers)
+        rows = store.blocked_sends.iterate(before_id=query.get("cursor"), where=where)
+    return Response(stream_with_context(blocked_sends_csv(rows)), mimetype="text/csv", headers=headers)

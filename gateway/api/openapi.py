@@ -249,7 +249,8 @@ def build_spec() -> dict:
                       _answers(_json("Settings"), ADMIN_READ_ERRORS)),
         "patch": _admin("Turn the check on or off, set the failure policy (admin)",
                         "Admin keys only; JSON booleans only. Turning the check on tests the Marketo "
-                        "connection first; turning it off never needs Marketo.",
+                        "connection first; turning it off never needs Marketo. Every change is audited with the "
+                        "key's name (shown on the console's Audit page).",
                         _answers(_json("Settings"), ("400", "401", "403", "409", "415", "422", "429", "503"),
                                  SETTINGS_409),
                         requestBody=_body("SettingsPatch", EXAMPLES["SettingsPatch"])),
@@ -261,7 +262,8 @@ def build_spec() -> dict:
     spec.path("/v1/admin/blocked-sends", operations={"get": _admin(
         "The log of blocked sends, newest first (admin)",
         "Admin keys only. JSON pages with `next_cursor`; `format=csv` without `limit` exports every row from "
-        "the cursor on, with `limit` one page and the next cursor in `X-Next-Cursor`.",
+        "the cursor on, with `limit` one page and the next cursor in `X-Next-Cursor`. The filters (`recipient`, "
+        "`sender`, `source`, `workflow`, `since`, `until`) apply to both, and are the console's.",
         _answers({"description": "A page (JSON) or the CSV export.",
                   "headers": {"X-Next-Cursor": _header("CSV with `limit`: the cursor of the next page.")},
                   "content": {"application/json": {"schema": "BlockedSendsPage"},

@@ -8,6 +8,8 @@
     store.sync          the mirror's load/sync position and the sync lease           (sync_state.py)
     store.calls         Marketo calls counted per quota day                          (calls.py)
     store.deliveries    signed callouts by webhook-id                                (deliveries.py)
+    store.admins        the console's admin accounts and their lockouts              (admins.py)
+    store.audit         every change of a setting: who, when, old and new            (audit.py)
 
 A new concern gets its own module with a `Repository` subclass (repository.py) and an attribute here.
 Writes of several repositories that must land together share one transaction:
@@ -23,7 +25,9 @@ from contextlib import AbstractContextManager
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from gateway.store.blocked_sends import BlockedSendEntry, BlockedSendsRepository, LoggedBlockedSend
+from gateway.store.admins import LOCKOUT, MAX_FAILED_SIGN_INS, Admin, AdminExists, AdminsRepository
+from gateway.store.audit import AuditRepository, Change, RecordedChange
+from gateway.store.blocked_sends import BlockedSendEntry, BlockedSendFilter, BlockedSendsRepository, LoggedBlockedSend
 from gateway.store.calls import CALL_KINDS, QUOTA_KINDS, CallCounts, CallsRepository
 from gateway.store.common import IN_CHUNK, as_utc, hash_key, storable_text, utcnow
 from gateway.store.deliveries import DELIVERY_RETENTION, DeliveriesRepository, DeliveryClaim
@@ -34,6 +38,7 @@ from gateway.store.sync_state import SYNC_ID, LeaseLost, SyncStateRepository, Sy
 
 __all__ = [
     "CALL_KINDS", "DELIVERY_RETENTION", "IN_CHUNK", "QUOTA_KINDS", "SETTINGS_ID", "SYNC_ID",
+    "LOCKOUT", "MAX_FAILED_SIGN_INS", "Admin", "AdminExists", "BlockedSendFilter", "Change", "RecordedChange",
     "BlockedSendEntry", "CallCounts", "DeliveryClaim", "LeaseLost", "LoggedBlockedSend", "NewKey", "Settings",
     "Store", "StoredKey", "SyncStatus",
     "as_utc", "hash_key", "storable_text", "utcnow",
@@ -54,6 +59,8 @@ class Store:
         self.sync = SyncStateRepository(self.session)
         self.calls = CallsRepository(self.session)
         self.deliveries = DeliveriesRepository(self.session)
+        self.admins = AdminsRepository(self.session)
+        self.audit = AuditRepository(self.session)
 
     def transaction(self) -> AbstractContextManager[Session]:
         """One transaction for several repositories' writes, committed when the block ends without an error."""

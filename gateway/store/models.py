@@ -133,3 +133,31 @@ class MarketoCalls(Base):
     token: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     lookup: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     sync: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+
+
+class AdminAccount(Base):
+    """A person who signs in to the console, made by `gateway admins create`: only a hash of the password is kept."""
+
+    __tablename__ = "admin_accounts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(100), nullable=False, unique=True)
+    password_hash: Mapped[str] = mapped_column(String(255), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    failed_attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
+    locked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    last_sign_in_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class SettingsChange(Base):
+    """One change of one setting: who made it, when, through what (console or admin API), old and new value."""
+
+    __tablename__ = "settings_changes"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, index=True)
+    actor: Mapped[str] = mapped_column(String(100), nullable=False)
+    via: Mapped[str] = mapped_column(String(16), nullable=False)  # console, api
+    setting: Mapped[str] = mapped_column(String(64), nullable=False)
+    old_value: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    new_value: Mapped[str | None] = mapped_column(String(255), nullable=True)

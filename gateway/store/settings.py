@@ -30,14 +30,14 @@ class SettingsRepository(Repository):
         with self._reading(session) as session:
             return _settings(session.get(GateSettings, SETTINGS_ID))
 
-    def update(self, changes: dict, *, updated_by: str) -> Settings:
-        with self._writing() as session:
-            session.execute(
+    def update(self, changes: dict, *, updated_by: str, session: Session | None = None) -> Settings:
+        with self._writing(session) as writing:
+            writing.execute(
                 update(GateSettings)
                 .where(GateSettings.id == SETTINGS_ID)
                 .values(**changes, updated_at=utcnow(), updated_by=updated_by)
             )
-        return self.get()
+        return self.get(session=session)
 
     def record_marketo_status(self, connected: bool, message: str) -> None:
         with self._writing() as session:
