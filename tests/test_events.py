@@ -79,7 +79,7 @@ def test_settings_changes_are_events_naming_who(make_gate, lines):
     client = make_gate().test_client()
     assert client.patch("/v1/admin/settings", json={"failure_mode": "allow"}, headers=ADMIN).status_code == 200
     changed = [json.loads(line) for line in lines["json"] if '"settings.changed"' in line]
-    assert [event["fields"] for event in changed] == [{"by": "test-admin", "failure_mode": "allow"}]
+    assert [event["fields"] for event in changed] == [{"by": "test-admin", "via": "api", "failure_mode": "allow"}]
 
 
 def test_text_lines_quote_what_would_break_them(lines):
