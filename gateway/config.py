@@ -49,7 +49,8 @@ class GateConfig:
     marketo_daily_budget: int = 2_500  # 5% of the usual 50,000 calls a day
     mirror_load_from: datetime = datetime(2006, 1, 1, tzinfo=timezone.utc)
     export_poll_seconds: float = 60.0
-    sync_lease_seconds: float = 120.0
+    sync_lease_seconds: float = 15.0  # renewed every third of it by a live worker
+    marketo_probe_seconds: float = 60.0  # while Marketo fails: one probe this often per process
     # Who gets in (gateway/api/security.py)
     cors_origins: tuple[str, ...] = ()  # exact origins of browser add-ins; none: no CORS headers at all
     rate_limit: str | None = DEFAULT_RATE_LIMIT  # per caller key, shared by all endpoints; None: off
@@ -207,7 +208,8 @@ def load_config(env=None) -> GateConfig:
         marketo_daily_budget=_number(env, "GATEWAY_MARKETO_DAILY_BUDGET", 2_500, int),
         mirror_load_from=_date(env, "GATEWAY_MIRROR_LOAD_FROM", datetime(2006, 1, 1, tzinfo=timezone.utc)),
         export_poll_seconds=_number(env, "GATEWAY_EXPORT_POLL_SECONDS", 60.0),
-        sync_lease_seconds=_number(env, "GATEWAY_SYNC_LEASE_SECONDS", 120.0),
+        sync_lease_seconds=_number(env, "GATEWAY_SYNC_LEASE_SECONDS", 15.0),
+        marketo_probe_seconds=_number(env, "GATEWAY_MARKETO_PROBE_SECONDS", 60.0),
         cors_origins=parse_cors_origins(env.get("GATEWAY_CORS_ORIGINS", "")),
         rate_limit=parse_rate_limit(env.get("GATEWAY_RATE_LIMIT")),
         redis_url=redis_url(env),

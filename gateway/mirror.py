@@ -70,6 +70,7 @@ class MirrorSync:
         owner: str | None = None,
         now: Callable[[], datetime] = utcnow,
         stop: threading.Event | None = None,
+        keep_lease: bool = False,
     ):
         self.store = store
         self.marketo = marketo
@@ -79,6 +80,8 @@ class MirrorSync:
         self.owner = owner or f"worker-{uuid.uuid4().hex[:12]}"
         self.now = now
         self.stop = stop or threading.Event()
+        # A worker keeps the lease between runs (it renews it; see gateway/lease.py); a one-off run hands it back.
+        self.keep_lease = keep_lease
 
     def run_once(self) -> SyncReport:
         if not self.store.sync.acquire_lease(self.owner, self.lease_seconds):
@@ -100,7 +103,8 @@ class MirrorSync:
         except LeaseLost as error:
             report.error = str(error)
         finally:
-            self.store.sync.release_lease(self.owner)
+            if not self.keep_lease:
+                self.store.sync.release_lease(self.owner)
         if report.error and report.error != "stopped":
             log.warning("mirror sync failed: %s", report.error)
         return report
