@@ -40,10 +40,16 @@ class LeaseKeeper:
             log.warning("could not release the sync lease: %s", type(error).__name__)
 
     def _renew_until_stopped(self) -> None:
+        failing = False
         while not self._stopped.wait(self.every):
             try:
                 self.store.sync.renew_lease(self.owner, self.seconds)
             except LeaseLost:
                 pass  # not ours (another worker syncs, or ours ran out): the sync's next round asks again
             except Exception as error:  # the database is away: the lease may run out, the fence keeps writes safe
-                log.warning("could not renew the sync lease: %s", type(error).__name__)
+                if not failing:
+                    log.warning("could not renew the sync lease: %s (said once until it works again)",
+                                type(error).__name__)
+                failing = True
+                continue
+            failing = False
