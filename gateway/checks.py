@@ -34,8 +34,9 @@ MIRROR_ALLOWED = Verdict(Decision.ALLOW, ReasonCode.ALLOWED, CheckedVia.MIRROR)
 LIVE_UNSUBSCRIBED = Verdict(Decision.DENY, ReasonCode.UNSUBSCRIBED, CheckedVia.LIVE)
 LIVE_ALLOWED = Verdict(Decision.ALLOW, ReasonCode.ALLOWED, CheckedVia.LIVE)
 LIVE_NOT_IN_MARKETO = Verdict(Decision.ALLOW, ReasonCode.NOT_IN_MARKETO, CheckedVia.LIVE)
-# Leaves time, inside the caller's deadline, to write the log and answer after Marketo gives up.
-ANSWER_MARGIN = 0.25
+# Leaves time, inside the caller's deadline, to write the log and answer after Marketo gives up, and for the
+# answer to reach a caller on a busy machine (measured: bench/bench_faults.py, slow_marketo).
+ANSWER_MARGIN = 0.5
 
 
 @dataclass(frozen=True)

@@ -42,7 +42,7 @@ class Backoff:
         self.failures = 0
 
 
-def mirror_sync_for(gate: Gate, stop: threading.Event, owner: str | None = None) -> MirrorSync:
+def mirror_sync_for(gate: Gate, stop: threading.Event, owner: str | None = None, keep_lease: bool = False) -> MirrorSync:
     config = gate.config
     return MirrorSync(
         gate.store,
@@ -52,7 +52,7 @@ def mirror_sync_for(gate: Gate, stop: threading.Event, owner: str | None = None)
         lease_seconds=config.sync_lease_seconds,
         owner=owner,
         stop=stop,
-        keep_lease=True,  # held between rounds and renewed (LeaseKeeper) until this worker stops or dies
+        keep_lease=keep_lease,
     )
 
 
@@ -61,7 +61,8 @@ def run_worker(gate: Gate, stop: threading.Event, owner: str | None = None) -> N
     if not gate.config.marketo_configured:
         log.error("Marketo is not configured: the worker has nothing to sync")
         return
-    sync = mirror_sync_for(gate, stop, owner)
+    # The lease is held between rounds and renewed (LeaseKeeper) until this worker stops or dies.
+    sync = mirror_sync_for(gate, stop, owner, keep_lease=True)
     log.info("mirror worker %s started", sync.owner)
     rounds = SyncRounds(gate, sync)
     with LeaseKeeper(gate.store, sync.owner, gate.config.sync_lease_seconds):

@@ -56,6 +56,14 @@ class CircuitBreaker:
             self.refused_total += 1
             return False
 
+    def refuses(self) -> bool:
+        """True while open with no probe due: a caller may fail at once without preparing a request."""
+        with self._lock:
+            if self.state == CLOSED or self.clock() >= self._next_probe_at:
+                return False
+            self.refused_total += 1
+            return True
+
     def record_success(self) -> None:
         with self._lock:
             if self.state != CLOSED:

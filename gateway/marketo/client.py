@@ -184,7 +184,9 @@ class MarketoClient:
             return LookupResult(unsubscribed={}, not_found=frozenset(), failed={})
         try:
             self._raise_if_quota_exhausted()
-        except MarketoQuotaExceeded as error:
+            if self.breaker is not None and self.breaker.refuses():
+                raise MarketoCircuitOpen("Marketo keeps failing; not called until a probe succeeds")
+        except (MarketoQuotaExceeded, MarketoCircuitOpen) as error:
             return LookupResult(unsubscribed={}, not_found=frozenset(), failed=dict.fromkeys(wanted, error))
         batches = [wanted[start:start + MAX_BATCH_SIZE] for start in range(0, len(wanted), MAX_BATCH_SIZE)]
         answer = self._answer_batches(kind, batches, deadline)
