@@ -163,7 +163,10 @@ def test_a_redis_fault_lets_checks_through_never_a_500_logged_once(make_gate, si
     app = make_gate(simulator, enabled=True, redis_url=own_redis.url, rate_limit="1000 per minute")
     client = app.test_client()
     assert check(client, "jane@example.com") == ("deny", "live")
-    own_redis.freeze() if fault == "frozen" else own_redis.stop()
+    if fault == "frozen":
+        own_redis.freeze()
+    else:
+        own_redis.stop()
     statuses: list[int] = []
 
     def send():
