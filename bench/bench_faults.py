@@ -16,6 +16,7 @@ import argparse
 import http.client
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -42,11 +43,10 @@ class Run:
     def __init__(self, tree: Path, logs: Path):
         self.tree, self.logs = tree, logs
         self.processes: list[subprocess.Popen] = []
-        folder = tempfile.mkdtemp(prefix="gate-bench-pg-")
+        self.folder = tempfile.mkdtemp(prefix="gate-bench-pg-")
         if os.geteuid() == 0:
-            import shutil
-            shutil.chown(folder, "postgres", "postgres")
-        self.pg = OwnPostgres(postgres_bin(), os.path.join(folder, "data"), free_port())
+            shutil.chown(self.folder, "postgres", "postgres")
+        self.pg = OwnPostgres(postgres_bin(), os.path.join(self.folder, "data"), free_port())
         self.pg.init()
         self.pg.start()
         self.redis = OwnRedis(free_port())
@@ -131,6 +131,7 @@ class Run:
             self.pg.stop()
         except subprocess.CalledProcessError:
             pass
+        shutil.rmtree(self.folder, ignore_errors=True)
 
 
 def request(port: int, method: str, path: str, body=None, headers=None, timeout: float = 30.0):
