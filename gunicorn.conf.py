@@ -6,9 +6,12 @@ import tempfile
 
 bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
-# Threads, so one caller waiting on a slow Marketo (up to the check deadline) does not hold a whole worker.
-worker_class = "gthread"
-threads = int(os.environ.get("GUNICORN_THREADS", "8"))
+# gevent, not threads: a connection is a greenlet, so neither a caller waiting on a slow Marketo (up to the
+# check deadline) nor a client trickling its headers or body holds one of a few threads while others queue.
+# Heroku's router does not buffer request bodies, so this is the gate's defence against slow clients; the
+# request's deadline counts from the router's X-Request-Start either way (gateway/api/deadline.py).
+worker_class = "gevent"
+worker_connections = int(os.environ.get("GUNICORN_WORKER_CONNECTIONS", "200"))
 timeout = 30
 graceful_timeout = 20
 # Request lines only: bodies, and so addresses and subjects, are never in the access log.

@@ -47,6 +47,7 @@ def build_marketo(config: GateConfig, budget: CallBudget) -> MarketoService:
     if not config.marketo_configured:
         return UnconfiguredMarketo()
     from gateway.logs import redact_secrets_in_logs
+    from gateway.marketo.breaker import CircuitBreaker
     from gateway.marketo.client import MarketoClient
     from gateway.metrics import record_marketo_call
 
@@ -59,6 +60,8 @@ def build_marketo(config: GateConfig, budget: CallBudget) -> MarketoService:
         max_concurrency=config.marketo_max_concurrency,
         on_call=budget,
         on_outcome=record_marketo_call,  # /metrics counts each call's outcome; a failure is a marketo.error event
+        on_unanswered=budget.give_back,  # no answer or a 5xx: not charged
+        breaker=CircuitBreaker(probe_seconds=config.marketo_probe_seconds),
     )
 
 
@@ -97,4 +100,7 @@ def create_app(config: GateConfig | None = None) -> Flask:
     from gateway.api import security
 
     security.init_app(app, config)  # CORS, rate limits, secure headers, proxy headers
+    from gateway.api import deadline
+
+    deadline.init_app(app)  # outermost: stamps each request's arrival before anything else runs
     return app

@@ -8,7 +8,7 @@ from gateway.marketo import MarketoBudgetExhausted
 from gateway.marketo.quota import next_quota_reset, quota_day
 from gateway.store import Store, utcnow
 
-# The sync may spend this share of the budget; the rest stays for live lookups when the mirror is stale.
+# The sync may spend this share of the budget, live lookups the rest: neither can eat the other's share.
 SYNC_SHARE = 0.8
 
 
@@ -17,7 +17,7 @@ def seconds_until_reset(moment: datetime) -> float:
 
 
 class CallBudget:
-    """The client's `on_call` hook: counts every call in the database and refuses one past the budget.
+    """The client's `on_call` hook: counts every call in the database and refuses one past its kind's share.
 
     Counting and refusing are one atomic UPDATE, so any number of processes together stay within it.
     """
@@ -31,10 +31,18 @@ class CallBudget:
     def sync_limit(self) -> int:
         return int(self.daily_limit * SYNC_SHARE)
 
+    @property
+    def lookup_limit(self) -> int:
+        return self.daily_limit - self.sync_limit
+
     def cap_for(self, kind: str) -> int | None:
         if kind == "token":
             return None  # the identity endpoint does not count against Marketo's quota
-        return self.sync_limit if kind == "sync" else self.daily_limit
+        return self.sync_limit if kind == "sync" else self.lookup_limit
+
+    def give_back(self, kind: str) -> None:
+        """The client's `on_unanswered` hook: a call with no answer or a 5xx is not charged, but counted apart."""
+        self.store.calls.give_back(quota_day(self.now()), kind)
 
     def __call__(self, kind: str) -> None:
         cap = self.cap_for(kind)
@@ -46,7 +54,7 @@ class CallBudget:
     def sync_pause(self, interval: float, calls_per_sync: int) -> float:
         """Seconds to wait before the next sync, so the sync's share of the budget lasts until the reset."""
         now = self.now()
-        left = self.sync_limit - self.store.calls.counts(quota_day(now)).used
+        left = self.sync_limit - self.store.calls.counts(quota_day(now)).sync
         until_reset = seconds_until_reset(now)
         if left <= 0:
             return until_reset

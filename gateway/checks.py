@@ -39,8 +39,9 @@ LIVE_NOT_IN_MARKETO = Verdict(Decision.ALLOW, ReasonCode.NOT_IN_MARKETO, Checked
 CACHE_VERDICTS = {
     (decision, reason): Verdict(decision, reason, CheckedVia.CACHE) for decision in Decision for reason in ReasonCode
 }
-# Leaves time, inside the caller's deadline, to write the log and answer after Marketo gives up.
-ANSWER_MARGIN = 0.25
+# Leaves time, inside the caller's deadline, to write the log and answer after Marketo gives up, and for the
+# answer to reach a caller on a busy machine (measured: bench/bench_faults.py, slow_marketo).
+ANSWER_MARGIN = 0.5
 
 
 @dataclass(frozen=True)

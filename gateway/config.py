@@ -52,7 +52,8 @@ class GateConfig:
     marketo_daily_budget: int = 2_500  # 5% of the usual 50,000 calls a day
     mirror_load_from: datetime = datetime(2006, 1, 1, tzinfo=timezone.utc)
     export_poll_seconds: float = 60.0
-    sync_lease_seconds: float = 120.0
+    sync_lease_seconds: float = 15.0  # renewed every third of it by a live worker
+    marketo_probe_seconds: float = 60.0  # while Marketo fails: one probe this often per process
     export_jobs: int = 10  # export jobs the load keeps queued at once (Marketo: 10 queued, 2 processing)
     mirror_smart_list: str | None = None  # id or name of a smart list of the unsubscribed: a one-job load
     mirror_static_list: str | None = None  # the same, as a static list
@@ -245,7 +246,8 @@ def load_config(env=None) -> GateConfig:
         marketo_daily_budget=_number(env, "GATEWAY_MARKETO_DAILY_BUDGET", 2_500, int),
         mirror_load_from=_date(env, "GATEWAY_MIRROR_LOAD_FROM", datetime(2006, 1, 1, tzinfo=timezone.utc)),
         export_poll_seconds=_number(env, "GATEWAY_EXPORT_POLL_SECONDS", 60.0),
-        sync_lease_seconds=_number(env, "GATEWAY_SYNC_LEASE_SECONDS", 120.0),
+        sync_lease_seconds=_number(env, "GATEWAY_SYNC_LEASE_SECONDS", 15.0),
+        marketo_probe_seconds=_number(env, "GATEWAY_MARKETO_PROBE_SECONDS", 60.0),
         export_jobs=export_jobs(env),
         mirror_smart_list=smart_list,
         mirror_static_list=static_list,

@@ -69,6 +69,7 @@ class MirrorSync:
         export_jobs: int = 10,
         smart_list: str | None = None,
         static_list: str | None = None,
+        keep_lease: bool = False,
     ):
         self.store = store
         self.marketo = marketo
@@ -84,6 +85,8 @@ class MirrorSync:
             lease_seconds=lease_seconds, max_jobs=export_jobs, email_of=address_key,
             list_kind=list_kind if list_ref else None, list_ref=list_ref,
         )
+        # A worker keeps the lease between runs (it renews it; see gateway/lease.py); a one-off run hands it back.
+        self.keep_lease = keep_lease
 
     def run_once(self) -> SyncReport:
         if not self.store.sync.acquire_lease(self.owner, self.lease_seconds):
@@ -108,7 +111,8 @@ class MirrorSync:
         except LeaseLost as error:
             report.error = str(error)
         finally:
-            self.store.sync.release_lease(self.owner)
+            if not self.keep_lease:
+                self.store.sync.release_lease(self.owner)
         if report.error and report.error != "stopped":
             emit("mirror.sync_failed", logging.WARNING, owner=self.owner, error=report.error)
         return report

@@ -111,11 +111,13 @@ class CallCountsSchema(Schema):
     token = fields.Integer()
     lookup = fields.Integer()
     sync = fields.Integer()
+    unanswered = fields.Integer(metadata={"description": "Calls that got no answer or a 5xx: not charged to the budget."})
 
 
 class BudgetSchema(Schema):
     daily = fields.Integer(metadata={"description": "GATEWAY_MARKETO_DAILY_BUDGET"})
     sync_limit = fields.Integer(metadata={"description": "The share of the budget the mirror sync may spend."})
+    lookup_limit = fields.Integer(metadata={"description": "The share live lookups may spend (the rest)."})
     remaining = fields.Integer()
     exhausted = fields.Boolean()
 

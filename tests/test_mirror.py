@@ -132,7 +132,7 @@ def test_two_workers_never_sync_at_once(gate_app, crowd, store):
 
 
 def test_daily_budget_is_never_exceeded_and_shows_on_the_status(make_gate, simulator, store):
-    app = make_gate(simulator, enabled=True, marketo_daily_budget=5)
+    app = make_gate(simulator, enabled=True, marketo_daily_budget=25)  # lookups get 5, the sync 20
     client = app.test_client()
     answers = [check(client, f"new{i}@example.com") for i in range(8)]
     assert [via for _, via in answers] == ["live"] * 5 + ["policy"] * 3
@@ -140,12 +140,12 @@ def test_daily_budget_is_never_exceeded_and_shows_on_the_status(make_gate, simul
     counts = store.calls.counts(quota_day(utcnow()))
     assert (counts.used, counts.lookup) == (5, 5)
     status = client.get("/v1/admin/status", headers=ADMIN).get_json()
-    assert status["budget"] == {"daily": 5, "sync_limit": 4, "remaining": 0, "exhausted": True}
+    assert status["budget"] == {"daily": 25, "sync_limit": 20, "lookup_limit": 5, "remaining": 20, "exhausted": True}
     assert status["marketo_calls_today"]["lookup"] == 5 and status["marketo_calls_today"]["token"] >= 1
 
 
 def test_budget_counts_stay_exact_under_concurrent_processes(store):
-    budgets = [CallBudget(store, daily_limit=40) for _ in range(4)]
+    budgets = [CallBudget(store, daily_limit=200) for _ in range(4)]  # lookups' share: 40
     granted = []
 
     def spend(budget):

@@ -243,13 +243,23 @@ def test_calls_are_counted_per_day_and_kind(store):
     assert store.calls.counts(next_day) == CallCounts(next_day, used=1, lookup=1)
 
 
-def test_a_call_past_the_cap_is_refused_and_not_counted(store):
+def test_a_call_past_its_kinds_cap_is_refused_and_not_counted(store):
     day = date(2026, 3, 1)
-    assert store.calls.take(day, "lookup", 2) and store.calls.take(day, "sync", 2)
-    assert store.calls.take(day, "lookup", 2) is False
-    assert store.calls.take(day, "sync", 3) is True  # a kind with a higher cap still has room
+    assert store.calls.take(day, "lookup", 1) and store.calls.take(day, "sync", 2)
+    assert store.calls.take(day, "lookup", 1) is False
+    assert store.calls.take(day, "sync", 2) is True  # the lookups' calls do not eat the sync's share
+    assert store.calls.take(day, "sync", 2) is False
     assert store.calls.take(day, "token", None) is True  # the identity call has no cap
     assert store.calls.counts(day) == CallCounts(day, used=3, token=1, lookup=1, sync=2)
+
+
+def test_a_call_given_back_leaves_its_share_and_is_counted_apart(store):
+    day = date(2026, 3, 1)
+    assert store.calls.take(day, "lookup", 1)
+    store.calls.give_back(day, "lookup")  # no answer, or a 5xx
+    assert store.calls.take(day, "lookup", 1) is True  # the share is whole again
+    store.calls.give_back(day, "token")
+    assert store.calls.counts(day) == CallCounts(day, used=1, lookup=1, unanswered=2)
 
 
 # webhook deliveries -----------------------------------------------------------------------------------

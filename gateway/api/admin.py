@@ -94,8 +94,9 @@ def gate_status() -> dict:
                 "budget": {
                     "daily": gate.budget.daily_limit,
                     "sync_limit": gate.budget.sync_limit,
+                    "lookup_limit": gate.budget.lookup_limit,
                     "remaining": max(gate.budget.daily_limit - counts.used, 0),
-                    "exhausted": counts.used >= gate.budget.daily_limit,
+                    "exhausted": counts.lookup >= gate.budget.lookup_limit,  # live lookups are refused
                 },
                 "quota_exhausted_until": gate.marketo.quota_exhausted_until,
                 "mirror": {

@@ -1,12 +1,11 @@
 """The three pre-send callouts. Each caller's schema turns its shape into one CheckRequest; one path decides."""
 from __future__ import annotations
 
-import time
-
-from flask import Blueprint, current_app, jsonify
+from flask import Blueprint, current_app, jsonify, request
 from marshmallow import Schema
 
 from gateway.api.auth import authorize_source, require
+from gateway.api.deadline import request_started
 from gateway.api.errors import ApiError
 from gateway.api.shared import json_body
 from gateway.checks import CheckOutcome
@@ -37,7 +36,7 @@ def load_check(schema: Schema) -> CheckRequest:
 
 
 def run_check(schema: Schema) -> CheckOutcome:
-    started = time.monotonic()
+    started = request_started(request.environ)  # the caller's deadline: from the platform's X-Request-Start
     check = load_check(schema)
     return current_app.extensions["gate"].checks.run(check, started=started)
 

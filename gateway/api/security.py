@@ -7,7 +7,8 @@
   preflight (`OPTIONS`) is answered by Flask without running the view, so it needs no key and checks nothing.
 - Rate limits (Flask-Limiter): one budget per caller key across all endpoints (GATEWAY_RATE_LIMIT), counted
   in Redis when REDIS_URL is set so every process shares it, in the process otherwise. Over it: `429`
-  `rate_limited` with `Retry-After`, before the view runs, so nothing is checked or written.
+  `rate_limited` with `Retry-After`, before the view runs, so nothing is checked or written. When the
+  storage fails (Redis down or frozen), the request is let in unlimited (`FailOpenLimiter`), never a 500.
 - Headers: nosniff, no framing, no referrer, no caching, a locked-down CSP on everything but HTML pages
   (which bring their own), HSTS on HTTPS. Behind a proxy (GATEWAY_TRUST_PROXY), werkzeug's ProxyFix makes
   `X-Forwarded-For`/`-Proto` the client's address and scheme.
@@ -17,6 +18,7 @@ from __future__ import annotations
 import logging
 import math
 import re
+import threading
 import time
 
 from flask import Flask, g, request
@@ -112,13 +114,56 @@ def _not_limited() -> bool:
     return request.method == "OPTIONS" or request.blueprint == "health"
 
 
+class FailOpenLimiter(Limiter):
+    """Flask-Limiter that lets a request through when its storage fails, rather than answering 500.
+
+    Flask-Limiter falls back to counting in memory when Redis fails, but only the request that noticed
+    first: others already talking to a frozen or dying Redis raise. A rate limit protects the gate; it
+    must not become the reason a check is not run. So any storage error lets that request in, counted in
+    `fail_opens` (for the metrics) and logged once per outage.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fail_opens = 0  # requests let in unlimited because the storage failed, since the process started
+        self.storage_failing = False
+        self._fail_open_lock = threading.Lock()
+
+    def _check_request_limit(self, callable_name: str | None = None, in_middleware: bool = True) -> None:
+        try:
+            super()._check_request_limit(callable_name, in_middleware)
+        except RateLimitExceeded:
+            raise
+        except Exception as error:
+            self._record_fail_open(error)
+        else:
+            if self.storage_failing and not self._storage_dead:
+                with self._fail_open_lock:
+                    self.storage_failing = False
+                log.info("rate-limit storage answers again: limits are enforced")
+
+    def _record_fail_open(self, error: Exception) -> None:
+        with self._fail_open_lock:
+            self.fail_opens += 1
+            first = not self.storage_failing
+            self.storage_failing = True
+        if first:
+            log.warning("rate-limit storage failed (%s): requests pass unlimited until it answers", type(error).__name__)
+
+
+def rate_limit_fail_opens(app: Flask) -> int:
+    """Requests this process let through unlimited because the rate-limit storage failed (0: no limiter)."""
+    limiter = app.extensions.get("gate_limiter")
+    return limiter.fail_opens if limiter is not None else 0
+
+
 def init_rate_limits(app: Flask, config: GateConfig) -> None:
     if config.redis_url:
         storage_uri = config.redis_url
         storage_options = {"socket_connect_timeout": REDIS_TIMEOUT, "socket_timeout": REDIS_TIMEOUT}
     else:
         storage_uri, storage_options = "memory://", {}
-    limiter = Limiter(
+    limiter = FailOpenLimiter(
         caller_identity,
         application_limits=[config.rate_limit],  # one budget per caller, shared by every endpoint
         storage_uri=storage_uri,

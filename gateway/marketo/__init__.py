@@ -7,6 +7,7 @@ of HTTP requests made to the gate.
 from gateway.marketo.errors import (
     MarketoAuthError,
     MarketoBudgetExhausted,
+    MarketoCircuitOpen,
     MarketoConfigError,
     MarketoError,
     MarketoNotConfigured,
@@ -18,6 +19,7 @@ from gateway.marketo.errors import (
 __all__ = [
     "MarketoAuthError",
     "MarketoBudgetExhausted",
+    "MarketoCircuitOpen",
     "MarketoConfigError",
     "MarketoError",
     "MarketoNotConfigured",

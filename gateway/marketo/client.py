@@ -22,8 +22,10 @@ from urllib.parse import quote
 import requests
 
 from gateway.addresses import address_key, marketo_spellings
+from gateway.marketo.breaker import CircuitBreaker
 from gateway.marketo.errors import (
     MarketoAuthError,
+    MarketoCircuitOpen,
     MarketoConfigError,
     MarketoError,
     MarketoQuotaExceeded,
@@ -134,6 +136,8 @@ class MarketoClient:
         session: requests.Session | None = None,
         on_call: Callable[[str], None] | None = None,
         on_outcome: Callable[[str, MarketoError | None], None] | None = None,
+        on_unanswered: Callable[[str], None] | None = None,
+        breaker: CircuitBreaker | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
         now: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
@@ -149,10 +153,13 @@ class MarketoClient:
         self._session = session if session is not None else requests.Session()
         self._on_call = on_call
         self._on_outcome = on_outcome
+        self._on_unanswered = on_unanswered  # told of each request that got no answer or a 5xx (not charged)
+        self.breaker = breaker
         self._clock = clock
         self._sleep = sleep
         self._now = now
         self.calls: collections.Counter = collections.Counter()
+        self.unanswered: collections.Counter = collections.Counter()  # of those, no answer or a 5xx
         self._lock = threading.Lock()  # guards calls, the cached token and the quota reset time
         self._token_fetch_lock = threading.Lock()  # one thread fetches a token, the others wait
         # Bounds REST requests in flight across concurrent calls (lookups and sync), not just within one.
@@ -186,7 +193,9 @@ class MarketoClient:
             return LookupResult(unsubscribed={}, not_found=frozenset(), failed={})
         try:
             self._raise_if_quota_exhausted()
-        except MarketoQuotaExceeded as error:
+            if self.breaker is not None and self.breaker.refuses():
+                raise MarketoCircuitOpen("Marketo keeps failing; not called until a probe succeeds")
+        except (MarketoQuotaExceeded, MarketoCircuitOpen) as error:
             return LookupResult(unsubscribed={}, not_found=frozenset(), failed=dict.fromkeys(wanted, error))
         batches = _batches_of_spellings(wanted)
         answer = self._answer_batches(kind, batches, deadline)
@@ -643,15 +652,36 @@ class MarketoClient:
         remaining = deadline.remaining()
         if remaining <= 0:
             raise MarketoUnavailable("Marketo deadline passed before the request could be sent")
+        if self.breaker is not None and not self.breaker.allow():
+            # Raised past every retry loop: retrying a request the breaker refused would only spin.
+            raise _Vetoed(MarketoCircuitOpen("Marketo keeps failing; not called until a probe succeeds"))
         self._count(kind)
         per_request = self._sync_request_timeout if kind == _SYNC else self._request_timeout
         try:
-            return self._session.request(method, url, timeout=min(per_request, remaining), **kwargs)
+            response = self._session.request(method, url, timeout=min(per_request, remaining), **kwargs)
         # Only the exception's type is kept: its text holds the URL, with the secret or the emails.
         except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as error:
+            self._note_unanswered(kind)
             raise MarketoUnavailable(f"Marketo {kind} request failed: {type(error).__name__}") from None
         except requests.RequestException as error:
             raise MarketoConfigError(f"Marketo {kind} request could not be made: {type(error).__name__}") from None
+        if response.status_code >= 500:
+            self._note_unanswered(kind)
+        elif self.breaker is not None:
+            self.breaker.record_success()
+        return response
+
+    def _note_unanswered(self, kind: str) -> None:
+        """A request with no answer or a 5xx: the breaker counts it as a failure, the budget gives it back."""
+        with self._lock:
+            self.unanswered[kind] += 1
+        if self.breaker is not None:
+            self.breaker.record_failure()
+        if self._on_unanswered is not None:
+            try:
+                self._on_unanswered(kind)
+            except Exception as error:  # a refund that fails (database down) must not hide Marketo's failure
+                logger.warning("could not give back an unanswered %s call: %s", kind, type(error).__name__)
 
     def _count(self, kind: str) -> None:
         """Ask on_call first: a veto means nothing is sent and nothing is counted."""

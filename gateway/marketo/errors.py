@@ -40,3 +40,7 @@ class MarketoRequestError(MarketoError):
 
 class MarketoBudgetExhausted(MarketoError):
     """The gate's own daily call budget is spent; it stops calling so the marketing team keeps its quota."""
+
+
+class MarketoCircuitOpen(MarketoUnavailable):
+    """Marketo kept failing, so the circuit breaker did not send the request (marketo/breaker.py)."""

@@ -133,6 +133,8 @@ class MarketoCalls(Base):
     token: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     lookup: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     sync: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    # Calls that got no answer or a 5xx: given back to `used` and their kind, counted here instead.
+    unanswered: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
 
 
 class AdminAccount(Base):
