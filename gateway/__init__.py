@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from flask import Flask
 
@@ -11,6 +11,7 @@ from gateway.cache import TTLCache
 from gateway.checks import CheckService
 from gateway.config import GateConfig, load_config
 from gateway.marketo.interfaces import MarketoService, UnconfiguredMarketo
+from gateway.salesforce.interfaces import SalesforceService, UnconfiguredSalesforce
 from gateway.store import Store
 from gateway.store.db import make_engine
 
@@ -25,6 +26,7 @@ class Gate:
     marketo: MarketoService
     cache: TTLCache
     checks: CheckService
+    salesforce: SalesforceService = field(default_factory=UnconfiguredSalesforce)
 
 
 def configure_logging() -> None:
@@ -50,13 +52,26 @@ def build_marketo(config: GateConfig, budget: CallBudget) -> MarketoService:
     )
 
 
+def build_salesforce(config: GateConfig) -> SalesforceService:
+    """The Salesforce client, or its null twin when Salesforce is not configured (gateway.salesforce.interfaces)."""
+    if not config.salesforce_configured:
+        return UnconfiguredSalesforce()
+    from gateway.logs import redact_secrets_in_logs
+    from gateway.salesforce.client import SalesforceClient
+
+    redact_secrets_in_logs()
+    return SalesforceClient(config.salesforce_login_url, config.salesforce_client_id, config.salesforce_client_secret,
+                            version=config.salesforce_api_version)
+
+
 def build_gate(config: GateConfig) -> Gate:
     store = Store(make_engine(config.database_url))
     budget = CallBudget(store, config.marketo_daily_budget)
     marketo = build_marketo(config, budget)
     cache = TTLCache(config.cache_ttl, config.cache_max_entries)
     checks = CheckService(store, marketo, cache, config)
-    return Gate(config=config, store=store, budget=budget, marketo=marketo, cache=cache, checks=checks)
+    return Gate(config=config, store=store, budget=budget, marketo=marketo, cache=cache, checks=checks,
+                salesforce=build_salesforce(config))
 
 
 def create_app(config: GateConfig | None = None) -> Flask:

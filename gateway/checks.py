@@ -24,6 +24,7 @@ from gateway.marketo import (
 )
 from gateway.marketo.interfaces import MarketoService
 from gateway.mirror import is_mirror_fresh
+from gateway.salesforce.tasks import outbox_tasks
 from gateway.store import BlockedSendEntry, Settings, Store, SyncStatus
 
 log = logging.getLogger(__name__)
@@ -86,7 +87,14 @@ class CheckService:
         verdicts = self.resolve(request.addresses(), settings, sync, deadline)
         results = decide(request, verdicts)
         check_id = new_check_id()
-        self.store.blocked_sends.log(blocked_entries(check_id, request, results))
+        entries = blocked_entries(check_id, request, results)
+        if entries and self.config.salesforce_configured and self.config.salesforce_log_blocked_sends:
+            # The Tasks Salesforce is owed land with the log rows or not at all; the worker sends them.
+            with self.store.transaction() as session:
+                self.store.blocked_sends.log(entries, session=session)
+                self.store.outbox.add_tasks(outbox_tasks(request, entries), session=session)
+        else:
+            self.store.blocked_sends.log(entries)
         return CheckOutcome(check_id, settings.marketo_check_enabled, results)
 
     def resolve(self, addresses: list[str], settings: Settings, sync: SyncStatus, deadline: float) -> dict[str, Verdict]:

@@ -8,6 +8,7 @@ import logging
 import re
 
 SECRET_IN_URL = re.compile(r"((?:client_secret|access_token)=)[^&\s\"']+", re.IGNORECASE)
+BEARER_TOKEN = re.compile(r"(Bearer\s+)[^\s\"',]+", re.IGNORECASE)  # Salesforce's tokens travel in this header
 
 
 class RedactSecrets(logging.Filter):
@@ -16,7 +17,7 @@ class RedactSecrets(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        redacted = SECRET_IN_URL.sub(r"\1[redacted]", message)
+        redacted = BEARER_TOKEN.sub(r"\1[redacted]", SECRET_IN_URL.sub(r"\1[redacted]", message))
         if redacted != message:
             record.msg, record.args = redacted, None
         return True
@@ -24,6 +25,7 @@ class RedactSecrets(logging.Filter):
 
 def redact_secrets_in_logs() -> None:
     """Idempotent; called wherever a Marketo client is built (the web app and the worker)."""
-    logger = logging.getLogger("urllib3.connectionpool")
-    if not any(isinstance(existing, RedactSecrets) for existing in logger.filters):
-        logger.addFilter(RedactSecrets())
+    for name in ("urllib3.connectionpool", "simple_salesforce"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(existing, RedactSecrets) for existing in logger.filters):
+            logger.addFilter(RedactSecrets())

@@ -70,6 +70,7 @@ class MirrorSync:
         owner: str | None = None,
         now: Callable[[], datetime] = utcnow,
         stop: threading.Event | None = None,
+        opt_out_writeback: bool = False,
     ):
         self.store = store
         self.marketo = marketo
@@ -79,6 +80,7 @@ class MirrorSync:
         self.owner = owner or f"worker-{uuid.uuid4().hex[:12]}"
         self.now = now
         self.stop = stop or threading.Event()
+        self.opt_out_writeback = opt_out_writeback  # unsubscribes also go to Salesforce's outbox
 
     def run_once(self) -> SyncReport:
         if not self.store.sync.acquire_lease(self.owner, self.lease_seconds):
@@ -129,9 +131,8 @@ class MirrorSync:
             unsubscribed = [
                 email for row in rows if is_marketo_true(row.get("unsubscribed")) and (email := marketo_email(row.get("email")))
             ]
-            self.store.mirror.apply_changes(
-                self.owner, unsubscribed=unsubscribed, state={"load_window_start": window_end, "load_export_id": None}
-            )
+            self._apply_changes(unsubscribed=unsubscribed,
+                                state={"load_window_start": window_end, "load_export_id": None})
             report.loaded_windows += 1
             report.unsubscribed += len(unsubscribed)
             window_start, export_id = window_end, None
@@ -167,10 +168,8 @@ class MirrorSync:
             page = self.marketo.lead_changes_page(token, WATCHED_FIELDS)
             lead_ids = [a["leadId"] for a in page.activities if isinstance(a.get("leadId"), int)]
             unsubscribed, subscribed = self._current_state(lead_ids)
-            self.store.mirror.apply_changes(
-                self.owner, unsubscribed=unsubscribed, subscribed=subscribed,
-                state={"changes_token": page.next_page_token, "lease_until": self._lease_end()},
-            )
+            self._apply_changes(unsubscribed=unsubscribed, subscribed=subscribed,
+                                state={"changes_token": page.next_page_token, "lease_until": self._lease_end()})
             report.change_pages += 1
             report.unsubscribed += len(unsubscribed)
             report.subscribed += len(subscribed)
@@ -193,6 +192,16 @@ class MirrorSync:
         unsubscribed = [email for email, flag in result.unsubscribed.items() if flag]
         subscribed = [email for email, flag in result.unsubscribed.items() if not flag] + sorted(result.not_found)
         return unsubscribed, subscribed
+
+    def _apply_changes(self, *, unsubscribed: list[str], subscribed: list[str] = (), state: dict) -> None:
+        """With the opt-out write-back on, the unsubscribes owed to Salesforce land in the mirror's transaction."""
+        if not (self.opt_out_writeback and unsubscribed):
+            self.store.mirror.apply_changes(self.owner, unsubscribed=unsubscribed, subscribed=subscribed, state=state)
+            return
+        with self.store.transaction() as session:
+            self.store.mirror.apply_changes(self.owner, unsubscribed=unsubscribed, subscribed=subscribed, state=state,
+                                            session=session)
+            self.store.outbox.add_opt_outs(unsubscribed, session=session)
 
     def _lease_end(self) -> datetime:
         return utcnow() + timedelta(seconds=self.lease_seconds)

@@ -9,6 +9,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from gateway import Gate
 from gateway.marketo.quota import quota_day
 from gateway.mirror import MirrorSync
+from gateway.salesforce.outbox import drain_outbox
 from gateway.store import DELIVERY_RETENTION, utcnow
 
 log = logging.getLogger(__name__)
@@ -24,6 +25,7 @@ def mirror_sync_for(gate: Gate, stop: threading.Event, owner: str | None = None)
         lease_seconds=config.sync_lease_seconds,
         owner=owner,
         stop=stop,
+        opt_out_writeback=config.salesforce_configured and config.salesforce_opt_out_writeback,
     )
 
 
@@ -42,6 +44,7 @@ def run_worker(gate: Gate, stop: threading.Event, owner: str | None = None) -> N
             log.info("mirror synced: %d windows loaded, %d change pages, +%d unsubscribed, -%d re-subscribed",
                      report.loaded_windows, report.change_pages, report.unsubscribed, report.subscribed)
         prune_deliveries(gate)
+        drain_outbox(gate)  # Tasks and opt-outs owed to Salesforce; never raises
         stop.wait(gate.budget.sync_pause(gate.config.sync_interval, spent))
     log.info("mirror worker %s stopped", sync.owner)
 

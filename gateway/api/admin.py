@@ -14,6 +14,7 @@ from gateway.connection import check_marketo_connection
 from gateway.marketo.interfaces import NOT_CONFIGURED
 from gateway.marketo.quota import quota_day
 from gateway.mirror import is_mirror_fresh
+from gateway.salesforce.status import salesforce_status
 from gateway.store import Settings, utcnow
 from schemas.admin import (
     BlockedSendSchema,
@@ -122,6 +123,7 @@ def status():
                     "max_age_seconds": gate.config.mirror_max_age,
                     "last_error": sync.last_error,
                 },
+                "salesforce": salesforce_status(gate),
             }
         )
     )

@@ -8,6 +8,8 @@
     store.sync          the mirror's load/sync position and the sync lease           (sync_state.py)
     store.calls         Marketo calls counted per quota day                          (calls.py)
     store.deliveries    signed callouts by webhook-id                                (deliveries.py)
+    store.outbox        Tasks and opt-outs owed to Salesforce                        (outbox.py)
+    store.salesforce    how the calls to Salesforce went; the outbox's back-off      (salesforce_state.py)
 
 A new concern gets its own module with a `Repository` subclass (repository.py) and an attribute here.
 Writes of several repositories that must land together share one transaction:
@@ -29,12 +31,15 @@ from gateway.store.common import IN_CHUNK, as_utc, hash_key, storable_text, utcn
 from gateway.store.deliveries import DELIVERY_RETENTION, DeliveriesRepository, DeliveryClaim
 from gateway.store.keys import KeysRepository, NewKey, StoredKey
 from gateway.store.mirror import MirrorRepository
+from gateway.store.outbox import OutboxEntry, OutboxRepository, OutboxSummary, OutboxTask
+from gateway.store.salesforce_state import SalesforceStateRepository, SalesforceStatus
 from gateway.store.settings import SETTINGS_ID, Settings, SettingsRepository
 from gateway.store.sync_state import SYNC_ID, LeaseLost, SyncStateRepository, SyncStatus
 
 __all__ = [
     "CALL_KINDS", "DELIVERY_RETENTION", "IN_CHUNK", "QUOTA_KINDS", "SETTINGS_ID", "SYNC_ID",
-    "BlockedSendEntry", "CallCounts", "DeliveryClaim", "LeaseLost", "LoggedBlockedSend", "NewKey", "Settings",
+    "BlockedSendEntry", "CallCounts", "DeliveryClaim", "LeaseLost", "LoggedBlockedSend", "NewKey", "OutboxEntry", "OutboxSummary",
+    "OutboxTask", "SalesforceStatus", "Settings",
     "Store", "StoredKey", "SyncStatus",
     "as_utc", "hash_key", "storable_text", "utcnow",
 ]
@@ -54,6 +59,8 @@ class Store:
         self.sync = SyncStateRepository(self.session)
         self.calls = CallsRepository(self.session)
         self.deliveries = DeliveriesRepository(self.session)
+        self.outbox = OutboxRepository(self.session)
+        self.salesforce = SalesforceStateRepository(self.session)
 
     def transaction(self) -> AbstractContextManager[Session]:
         """One transaction for several repositories' writes, committed when the block ends without an error."""

@@ -5,7 +5,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
 
-from sqlalchemy import insert, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
 from gateway.store.common import as_utc, storable_text, utcnow
@@ -59,6 +59,13 @@ class BlockedSendsRepository(Repository):
             query = query.where(BlockedSend.id < before_id)
         with self._reading() as session:
             return [_logged(row) for row in session.scalars(query)]
+
+    def count(self, *, workflow: str | None = None) -> int:
+        query = select(func.count()).select_from(BlockedSend)
+        if workflow is not None:
+            query = query.where(BlockedSend.workflow == workflow)
+        with self._reading() as session:
+            return session.scalar(query) or 0
 
     def iterate(self, *, before_id: int | None = None, chunk: int = 1000) -> Iterator[LoggedBlockedSend]:
         """Every row from the cursor on, newest first, read `chunk` rows at a time."""

@@ -25,10 +25,10 @@ class MirrorRepository(Repository):
             return session.scalar(select(func.count()).select_from(MirrorUnsubscribe))
 
     def apply_changes(self, owner: str, *, unsubscribed: Sequence[str] = (), subscribed: Sequence[str] = (),
-                      state: dict | None = None) -> None:
+                      state: dict | None = None, session: Session | None = None) -> None:
         """Mirror rows and the sync position (`state`) move together, and only while `owner` holds the lease."""
         now = utcnow()
-        with self._writing() as session:
+        with self._writing(session) as session:
             write_while_leased(session, owner, state or {})
             for chunk in in_chunks(subscribed):
                 session.execute(delete(MirrorUnsubscribe).where(MirrorUnsubscribe.email.in_(chunk)))
