@@ -319,9 +319,10 @@ def test_cleaning_up_empties_every_table_down_to_the_rows_the_migrations_seeded(
     store.calls.take(date(2026, 3, 1), "lookup", None)
     store.sync.acquire_lease("worker-a", 60)
     store.mirror.apply_changes("worker-a", unsubscribed=["jane@example.com"], state={"load_status": "complete"})
+    store.outbox.add_opt_outs(["jane@example.com"])
     assert all(rows_of_every_table(migrated.engine).values())  # every table of the models holds something now
     restore_rows(migrated.engine, migrated.seeded)
     assert rows_of_every_table(migrated.engine) == migrated.seeded
-    assert {table.name for table, rows in migrated.seeded.items() if rows} == {"gate_settings", "sync_state"}
+    assert {table.name for table, rows in migrated.seeded.items() if rows} == {"gate_settings", "sync_state", "salesforce_state"}
     assert store.settings.get().marketo_check_enabled is False
     assert store.sync.status().load_status == "not_started"
