@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from gateway.store.common import as_utc, in_chunks, storable_text, utcnow
@@ -84,6 +84,13 @@ def _entry(row: Row) -> OutboxEntry:
     return OutboxEntry(**values)
 
 
+def _held_row(attempt_id: str):
+    """UPDATE of one row (bound as v_id, for executemany) that `attempt_id` still holds."""
+    table = Row.__table__
+    return update(table).where(table.c.id == bindparam("v_id"), table.c.attempt_id == attempt_id,
+                               table.c.status == SENDING)
+
+
 def new_marker() -> str:
     return uuid.uuid4().hex
 
@@ -146,26 +153,28 @@ class OutboxRepository(Repository):
 
     def set_who(self, attempt_id: str, who_ids: Mapping[int, str]) -> None:
         """Written before the Tasks are sent, so a later reconciliation knows which records to look under."""
+        if not who_ids:
+            return
         with self._writing() as session:
-            for entry_id, who_id in who_ids.items():
-                session.execute(update(Row).where(Row.id == entry_id, Row.attempt_id == attempt_id,
-                                                  Row.status == SENDING).values(who_id=who_id))
+            session.execute(_held_row(attempt_id).values(who_id=bindparam("v_who")),
+                            [{"v_id": entry_id, "v_who": who_id} for entry_id, who_id in who_ids.items()])
 
     def finish(self, attempt_id: str, *, sent: Mapping[int, str | None] = {}, failed: Mapping[int, str] = {},
                skipped: Sequence[int] = ()) -> None:
         """Record Salesforce's answers for rows this attempt still holds: sent (Task id), failed (message), skipped."""
         now = utcnow()
-        held = (Row.attempt_id == attempt_id) & (Row.status == SENDING)
         with self._writing() as session:
-            for entry_id, task_id in sent.items():
-                session.execute(update(Row).where(held, Row.id == entry_id)
-                                .values(status=SENT, task_id=task_id, done_at=now, error=None))
-            for entry_id, message in failed.items():
-                session.execute(update(Row).where(held, Row.id == entry_id)
-                                .values(status=FAILED, error=message[:4000], done_at=now))
-            for chunk in in_chunks([str(i) for i in skipped]):
-                session.execute(update(Row).where(held, Row.id.in_([int(i) for i in chunk]))
-                                .values(status=SKIPPED, done_at=now))
+            if sent:
+                session.execute(
+                    _held_row(attempt_id).values(status=SENT, task_id=bindparam("v_task"), done_at=now, error=None),
+                    [{"v_id": entry_id, "v_task": task_id} for entry_id, task_id in sent.items()])
+            if failed:
+                session.execute(
+                    _held_row(attempt_id).values(status=FAILED, error=bindparam("v_error"), done_at=now),
+                    [{"v_id": entry_id, "v_error": message[:4000]} for entry_id, message in failed.items()])
+            if skipped:
+                session.execute(_held_row(attempt_id).values(status=SKIPPED, done_at=now),
+                                [{"v_id": entry_id} for entry_id in skipped])
 
     def release(self, attempt_id: str, ids: Sequence[int] | None = None) -> None:
         """Back to pending: nothing of this attempt reached Salesforce (or it is known not to have)."""

@@ -31,6 +31,8 @@ def create_salesforce_app(state: SalesforceSimState) -> Flask:
         if fault == "request_limit":
             state.count("rejected", 1)
             return jsonify(REQUEST_LIMIT), 403
+        if fault == "expire_session":
+            state.expire_sessions()  # this call and every later one with an old token get INVALID_SESSION_ID
         return None
 
     def authenticated():
@@ -202,13 +204,15 @@ def _control(app: Flask, state: SalesforceSimState) -> None:
     @app.post("/_sim/faults")
     def add_fault():
         data = body()
-        if data.get("kind") not in ("down", "request_limit"):
-            return jsonify({"error": "kind must be 'down' or 'request_limit'"}), 400
-        count = data.get("count")
+        if data.get("kind") not in ("down", "request_limit", "expire_session"):
+            return jsonify({"error": "kind must be 'down', 'request_limit' or 'expire_session'"}), 400
+        count, after = data.get("count"), data.get("after", 0)
         if count is not None and (not isinstance(count, int) or count < 1):
             return jsonify({"error": "count must be a positive integer or absent (until cleared)"}), 400
+        if not isinstance(after, int) or after < 0:
+            return jsonify({"error": "after must be a whole number of calls"}), 400
         with state.lock:
-            state.faults.append({"kind": data["kind"], "count": count})
+            state.faults.append({"kind": data["kind"], "count": count, "after": after})
         return jsonify({"faults": state.faults}), 201
 
     @app.delete("/_sim/faults")
@@ -231,6 +235,14 @@ def _control(app: Flask, state: SalesforceSimState) -> None:
         with state.lock:
             state.rejections.append(data)
         return jsonify({"rejections": state.rejections}), 201
+
+    @app.post("/_sim/hold-creates")
+    def hold_creates():
+        if body().get("on", True):
+            state.hold_creates.set()
+        else:
+            state.release_held()
+        return jsonify({"holding": state.hold_creates.is_set()})
 
     @app.get("/_sim/calls")
     def calls():

@@ -41,7 +41,7 @@ class SalesforceSimState:
         self.tokens: set[str] = set()
         self.cursors: dict[str, list[dict]] = {}
         self.calls: Counter[str] = Counter()
-        self.faults: list[dict] = []  # {"kind": "down" | "request_limit", "count": int | None}
+        self.faults: list[dict] = []  # {"kind": down | request_limit | expire_session, "count": int | None, "after"}
         self.rejections: list[dict] = []  # {"field", "value", "statusCode", "message"} for created records
         self.hold_creates = threading.Event()  # while set, a create answers only after release
         self.held = threading.Event()  # set when a create has been applied and is being held
@@ -93,6 +93,9 @@ class SalesforceSimState:
         """The next injected fault, used up by this call (a fault without a count lasts until cleared)."""
         with self.lock:
             for fault in self.faults:
+                if fault.get("after"):
+                    fault["after"] -= 1  # this many calls go through before the fault starts
+                    return None
                 if fault["count"] is None:
                     return fault["kind"]
                 if fault["count"] > 0:
