@@ -239,7 +239,7 @@ def _control(app: Flask, state: SalesforceSimState) -> None:
     @app.post("/_sim/hold-creates")
     def hold_creates():
         if body().get("on", True):
-            state.hold_creates.set()
+            state.start_holding()
         else:
             state.release_held()
         return jsonify({"holding": state.hold_creates.is_set()})

@@ -117,6 +117,11 @@ class SalesforceSimState:
             self.held.set()
             self._release.wait(timeout=60)
 
+    def start_holding(self) -> None:
+        self._release.clear()
+        self.held.clear()
+        self.hold_creates.set()
+
     def release_held(self) -> None:
         self.hold_creates.clear()
         self._release.set()
