@@ -6,7 +6,7 @@ from typing import Any
 
 from flask import Flask, jsonify, request
 
-from gateway.simulators.salesforce.soql import SoqlError, matches, parse
+from gateway.simulators.salesforce.soql import SoqlError, matcher, parse
 from gateway.simulators.salesforce.state import FIELDS, PREFIXES, SalesforceSimState
 
 MAX_RECORDS = 200
@@ -80,7 +80,8 @@ def create_salesforce_app(state: SalesforceSimState) -> Flask:
         if unknown:
             return _error(400, "INVALID_FIELD", f"No such column '{unknown[0]}' on entity '{parsed.sobject}'.")
         with state.lock:
-            found = [r for r in state.records[parsed.sobject].values() if matches(r, parsed.conditions)]
+            selected = matcher(parsed.conditions)
+            found = [r for r in state.records[parsed.sobject].values() if selected(r)]
             if parsed.order_by:
                 found.sort(key=lambda r: str(r.get(parsed.order_by) or ""))
             if parsed.limit is not None:

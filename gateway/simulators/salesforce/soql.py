@@ -127,23 +127,26 @@ def _comparable(field: str, value: Any) -> Any:
     return value
 
 
-def matches(record: dict, conditions: tuple[Condition, ...]) -> bool:
-    for condition in conditions:
-        actual = _comparable(condition.field, record.get(condition.field))
-        if condition.op == "IN":
-            if actual not in {_comparable(condition.field, v) for v in condition.value}:
+def matcher(conditions: tuple[Condition, ...]):
+    """A test of one record against every condition (each IN list turned into a set once, not per record)."""
+    prepared = [(c.field, c.op, {_comparable(c.field, v) for v in c.value} if c.op == "IN"
+                 else _comparable(c.field, c.value)) for c in conditions]
+
+    def test(record: dict) -> bool:
+        for field, op, expected in prepared:
+            actual = _comparable(field, record.get(field))
+            if op == "IN":
+                if actual not in expected:
+                    return False
+            elif op == "=":
+                if actual != expected:
+                    return False
+            elif op == "!=":
+                if actual == expected:
+                    return False
+            elif actual is None or not {"<": actual < expected, "<=": actual <= expected,
+                                         ">": actual > expected, ">=": actual >= expected}[op]:
                 return False
-            continue
-        expected = _comparable(condition.field, condition.value)
-        if condition.op == "=" and actual != expected:
-            return False
-        if condition.op == "!=" and actual == expected:
-            return False
-        if condition.op in ("<", "<=", ">", ">="):
-            if actual is None:
-                return False
-            ok = {"<": actual < expected, "<=": actual <= expected,
-                  ">": actual > expected, ">=": actual >= expected}[condition.op]
-            if not ok:
-                return False
-    return True
+        return True
+
+    return test
