@@ -71,8 +71,10 @@ def demo_env(tmp_path: Path) -> dict:
     return {**env, "DATABASE_URL": f"sqlite:///{tmp_path / 'demo.sqlite3'}", "GATEWAY_SYNC_INTERVAL": "2"}
 
 
-def start_demo(tmp_path: Path, port: int, marketo_port: int) -> subprocess.Popen:
-    return subprocess.Popen([str(GATEWAY), "demo", "--port", str(port), "--marketo-port", str(marketo_port)],
+def start_demo(tmp_path: Path, port: int, marketo_port: int, salesforce_port: int | None = None) -> subprocess.Popen:
+    salesforce_port = salesforce_port or free_port()
+    return subprocess.Popen([str(GATEWAY), "demo", "--port", str(port), "--marketo-port", str(marketo_port),
+                             "--salesforce-port", str(salesforce_port)],
                             env=demo_env(tmp_path), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
 
@@ -140,3 +142,39 @@ def test_sigterm_while_starting_stops_what_was_started(tmp_path):
     assert demo.returncode == 0, err
     assert not [pid for pid in started if alive(pid)]
     assert port_is_free(port) and port_is_free(marketo_port)
+
+
+def test_the_demo_turns_a_blocked_salesforce_send_into_a_task_in_its_salesforce_simulator(tmp_path):
+    port, marketo_port, salesforce_port = free_port(), free_port(), free_port()
+    demo = start_demo(tmp_path, port, marketo_port, salesforce_port)
+    ca = tmp_path / "instance" / "salesforce-sim-ca.pem"
+    tasks_url = f"https://127.0.0.1:{salesforce_port}/_sim/tasks"
+    body = {"workflow": "single_send", "userId": "005xx0000012345",
+            "records": [{"attributes": {"type": "EmailMessage"}, "ToAddress": "unsub@example.com; bob@example.com"}]}
+    try:
+        wait_for(lambda: answers(f"http://127.0.0.1:{port}/readyz") or demo.poll() is not None, 90, "the demo is up")
+        assert demo.poll() is None, demo.communicate()
+
+        def denied() -> bool:  # the mirror's first load may still be running: ask until Marketo's answer is in
+            answer = requests.post(f"http://127.0.0.1:{port}/v1/hooks/salesforce", json=body, timeout=10,
+                                   headers={"Authorization": "Bearer demo-caller-key"}).json()
+            return answer["results"][0]["reason_code"] == "unsubscribed"
+
+        wait_for(denied, 60, "the send is denied")
+
+        def tasks() -> list:
+            return requests.get(tasks_url, verify=str(ca), timeout=5).json()["tasks"]
+
+        wait_for(lambda: tasks(), 60, "the Task arrives in the Salesforce simulator")
+        task = tasks()[0]
+        assert task["Subject"] == "Email not sent: unsubscribed in Marketo"
+        assert task["OwnerId"] == "005xx0000012345" and "unsub@example.com" in task["Description"]
+        demo.send_signal(signal.SIGTERM)
+        out, err = demo.communicate(timeout=60)
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+            demo.wait()
+    assert demo.returncode == 0, err
+    assert "/_sim/tasks" in out
+    assert port_is_free(salesforce_port)

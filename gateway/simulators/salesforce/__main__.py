@@ -16,9 +16,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--client-id", default=CLIENT_ID)
     p.add_argument("--client-secret", default=CLIENT_SECRET)
     p.add_argument("--seed-contact", action="append", default=[], metavar="EMAIL", help="a Contact with this email")
+    p.add_argument("--seed-user", action="append", default=[], metavar="ID", help="a User (005…) with this id")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
     state = SalesforceSimState(client_id=args.client_id, client_secret=args.client_secret)
+    for user_id in args.seed_user:
+        state.add("User", {"Id": user_id, "Name": "Demo Rep", "Email": "rep@acme.example"})
     for email in args.seed_contact:
         state.add("Contact", {"LastName": email.split("@")[0], "Email": email})
     serve_until_signalled(
