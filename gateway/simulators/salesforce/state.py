@@ -38,6 +38,7 @@ class SalesforceSimState:
         self.clients = {client_id: client_secret}
         self.page_size = page_size
         self.records: dict[str, dict[str, dict[str, Any]]] = {name: {} for name in PREFIXES}
+        self.by_id15: dict[str, tuple[str, str]] = {}  # the first 15 characters of an id → (type, full id)
         self.tokens: set[str] = set()
         self.cursors: dict[str, list[dict]] = {}
         self.calls: Counter[str] = Counter()
@@ -63,15 +64,13 @@ class SalesforceSimState:
             record_id = values.get("Id") or self.new_id(sobject)
             record = {**DEFAULTS[sobject], **values, "Id": record_id, "CreatedDate": created_date()}
             self.records[sobject][record_id] = record
+            self.by_id15[record_id[:15]] = (sobject, record_id)
             return record_id
 
     def find(self, record_id: str) -> tuple[str, dict] | None:
-        for sobject, prefix in PREFIXES.items():
-            if record_id.startswith(prefix):
-                for existing_id, record in self.records[sobject].items():
-                    if existing_id[:15] == record_id[:15]:
-                        return sobject, record
-        return None
+        with self.lock:
+            found = self.by_id15.get(record_id[:15])
+            return None if found is None else (found[0], self.records[found[0]][found[1]])
 
     def list(self, sobject: str) -> list[dict]:
         with self.lock:
