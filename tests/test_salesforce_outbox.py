@@ -182,6 +182,10 @@ def test_a_crash_between_salesforces_answer_and_the_gates_record_creates_no_dupl
     assert {e.status for e in store.outbox.entries(kind=TASK)} == {SENDING}
 
     wait_for(lambda: all(e.claimed_until < utcnow() for e in store.outbox.entries(kind=TASK)), "the claim to end")
+    org.state.faults.append({"kind": "down", "count": 1})  # the reconciling query fails: the rows stay unsettled
+    assert drain(sf_app).error
+    assert {e.status for e in store.outbox.entries(kind=TASK)} == {SENDING}
+    wait_for(lambda: store.salesforce.status().retry_at < utcnow(), "the back-off to pass")
     report = drain(sf_app)
     assert report.reconciled == 2 and report.tasks_created == 2
     assert len(org.state.list("Task")) == 2

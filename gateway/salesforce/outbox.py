@@ -62,6 +62,7 @@ class OutboxDrain:
         self.max_seconds = max_seconds
         self.batch_size = min(batch_size, MAX_RECORDS_PER_CALL)
         self._attempt: str | None = None
+        self._reconciling = False  # the rows held may have Tasks already: never put them back to pending on a failure
 
     def run(self) -> DrainReport:
         report = DrainReport()
@@ -106,7 +107,7 @@ class OutboxDrain:
         """After a failed call: rows Salesforce surely did not act on go back to pending; others wait to be reconciled."""
         if self._attempt is None:
             return
-        if getattr(error, "maybe_processed", False):
+        if self._reconciling or getattr(error, "maybe_processed", False):
             # The answer was lost, not refused: the claim ends now and the next drain reconciles these rows.
             self.store.outbox.extend(self._attempt, utcnow() - timedelta(seconds=1))
         else:
@@ -148,6 +149,7 @@ class OutboxDrain:
             worked = True
             since = min(row.claimed_at or row.created_at for row in stale) - CLOCK_MARGIN
             self._attempt = uuid.uuid4().hex
+            self._reconciling = True
             rows = self.store.outbox.take_over([row.id for row in stale], self._attempt, self._until())
             markers = {row.marker: row.id for row in rows}
             created: dict[int, str] = {}
@@ -165,6 +167,7 @@ class OutboxDrain:
             report.reconciled += len(created)
             report.tasks_created += len(created)
             self._attempt = None
+            self._reconciling = False
 
     # --- opt-outs -------------------------------------------------------------------------------
     def _write_opt_outs(self, rows: list[OutboxEntry], report: DrainReport) -> None:
