@@ -10,6 +10,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import signal
@@ -225,21 +226,23 @@ def demo(port: int, marketo_port: int, salesforce_port: int, host: str) -> None:
     stop_sync = threading.Event()
     _stop_on_signals()
     try:
-        simulator = _spawn(
-            [sys.executable, "-m", "gateway.simulators.marketo", "--host", "127.0.0.1", "--port", str(marketo_port),
-             "--seed", "demo", "--quiet"],
-            env,
-        )
+        with _signals_held():
+            simulator = _spawn(
+                [sys.executable, "-m", "gateway.simulators.marketo", "--host", "127.0.0.1", "--port", str(marketo_port),
+                 "--seed", "demo", "--quiet"],
+                env,
+            )
         _wait_until_up(f"{marketo_url}/_sim/stats", simulator)
         salesforce_ca.parent.mkdir(parents=True, exist_ok=True)
         salesforce_ca.unlink(missing_ok=True)
-        salesforce = _spawn(
-            [sys.executable, "-m", "gateway.simulators.salesforce", "--host", "127.0.0.1", "--port",
-             str(salesforce_port), "--ca-file", str(salesforce_ca), "--quiet",
-             "--seed-user", DEMO_SALESFORCE_USER,
-             *[arg for email in DEMO_SALESFORCE_CONTACTS for arg in ("--seed-contact", email)]],
-            env,
-        )
+        with _signals_held():  # a SIGTERM now must find the process already in `salesforce`, to stop it
+            salesforce = _spawn(
+                [sys.executable, "-m", "gateway.simulators.salesforce", "--host", "127.0.0.1", "--port",
+                 str(salesforce_port), "--ca-file", str(salesforce_ca), "--quiet",
+                 "--seed-user", DEMO_SALESFORCE_USER,
+                 *[arg for email in DEMO_SALESFORCE_CONTACTS for arg in ("--seed-contact", email)]],
+                env,
+            )
         _wait_for_file(salesforce_ca, salesforce)
         os.environ.update(env)
         _wait_until_up(f"{salesforce_url}/_sim/calls", salesforce)
@@ -248,11 +251,12 @@ def demo(port: int, marketo_port: int, salesforce_port: int, host: str) -> None:
         Store(engine).reset_mirror()  # a fresh simulator: mirror it from scratch
         _turn_check_on()
         sync_thread = _start_sync_thread(stop_sync)
-        gate = _spawn(
-            [sys.executable, "-m", "gunicorn", "gateway:create_app()", "--bind", f"{host}:{port}",
-             "--workers", "2", "--worker-class", "gthread", "--threads", "8"],
-            env,
-        )
+        with _signals_held():
+            gate = _spawn(
+                [sys.executable, "-m", "gunicorn", "gateway:create_app()", "--bind", f"{host}:{port}",
+                 "--workers", "2", "--worker-class", "gthread", "--threads", "8"],
+                env,
+            )
         base = f"http://{host}:{port}"
         _wait_until_up(f"{base}/healthz", gate)
         click.echo(f"\nThe gate is up at {base} (demo mode; Marketo simulator at {marketo_url}, "
@@ -282,10 +286,29 @@ class _Stop(BaseException):
 
 def _stop_on_signals() -> None:
     def stop(*_):
+        if _held["active"]:
+            _held["pending"] = True  # raised when the block ends (_signals_held)
+            return
         raise _Stop()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+
+
+_held = {"active": False, "pending": False}
+
+
+@contextlib.contextmanager
+def _signals_held():
+    """SIGTERM and SIGINT wait until the block ends: a process started in it is always known, so always stopped.
+    (A flag, not the signal mask, which the processes started here would inherit.)"""
+    _held.update(active=True, pending=False)
+    try:
+        yield
+    finally:
+        _held["active"] = False
+    if _held["pending"]:
+        raise _Stop()
 
 
 def _refuse_busy_port(host: str, port: int, option: str) -> None:
