@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from flask import Flask
 
@@ -12,6 +12,7 @@ from gateway.checks import CheckService
 from gateway.config import GateConfig, load_config
 from gateway.marketo.interfaces import MarketoService, UnconfiguredMarketo
 from gateway.pushes import PushService
+from gateway.salesforce.interfaces import SalesforceService, UnconfiguredSalesforce
 from gateway.store import Store
 from gateway.store.db import make_engine
 
@@ -27,6 +28,7 @@ class Gate:
     cache: TTLCache
     checks: CheckService
     pushes: PushService
+    salesforce: SalesforceService = field(default_factory=UnconfiguredSalesforce)
 
 
 def configure_logging(log_format: str | None = None) -> None:
@@ -65,6 +67,18 @@ def build_marketo(config: GateConfig, budget: CallBudget) -> MarketoService:
     )
 
 
+def build_salesforce(config: GateConfig) -> SalesforceService:
+    """The Salesforce client, or its null twin when Salesforce is not configured (gateway.salesforce.interfaces)."""
+    if not config.salesforce_configured:
+        return UnconfiguredSalesforce()
+    from gateway.logs import redact_secrets_in_logs
+    from gateway.salesforce.client import SalesforceClient
+
+    redact_secrets_in_logs()
+    return SalesforceClient(config.salesforce_login_url, config.salesforce_client_id, config.salesforce_client_secret,
+                            version=config.salesforce_api_version)
+
+
 def build_gate(config: GateConfig) -> Gate:
     store = Store(make_engine(config.database_url))
     budget = CallBudget(store, config.marketo_daily_budget)
@@ -72,7 +86,8 @@ def build_gate(config: GateConfig) -> Gate:
     cache = TTLCache(config.cache_ttl, config.cache_max_entries)
     checks = CheckService(store, marketo, cache, config)
     pushes = PushService(store, marketo)
-    return Gate(config=config, store=store, budget=budget, marketo=marketo, cache=cache, checks=checks, pushes=pushes)
+    return Gate(config=config, store=store, budget=budget, marketo=marketo, cache=cache, checks=checks, pushes=pushes,
+                salesforce=build_salesforce(config))
 
 
 def create_app(config: GateConfig | None = None) -> Flask:

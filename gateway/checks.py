@@ -26,6 +26,7 @@ from gateway.marketo import (
 from gateway.marketo.interfaces import MarketoService
 from gateway.metrics import count_check
 from gateway.mirror import is_mirror_fresh
+from gateway.salesforce.tasks import outbox_tasks
 from gateway.store import BlockedSendEntry, Settings, Store, SyncStatus
 
 log = logging.getLogger(__name__)
@@ -100,7 +101,13 @@ class CheckService:
         check_id = new_check_id()
         if not dry_run:
             entries = blocked_entries(check_id, request, results)
-            self.store.blocked_sends.log(entries)
+            if entries and self.config.salesforce_configured and self.config.salesforce_log_blocked_sends:
+                # The Tasks Salesforce is owed land with the log rows or not at all; the worker sends them.
+                with self.store.transaction() as session:
+                    self.store.blocked_sends.log(entries, session=session)
+                    self.store.outbox.add_tasks(outbox_tasks(request, entries), session=session)
+            else:
+                self.store.blocked_sends.log(entries)
             report_check(request, verdicts, entries, time.monotonic() - started)
         return CheckOutcome(check_id, settings.marketo_check_enabled, results)
 

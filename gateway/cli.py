@@ -9,10 +9,11 @@
         [--password-stdin]               or the first line of standard input)
     gateway admins list | password NAME | delete NAME
     gateway worker                      keep the mirror of Marketo's unsubscribes in sync (Procfile `worker:`)
-    gateway demo                        the gate and a seeded Marketo simulator on this machine
+    gateway demo                        the gate and seeded Marketo and Salesforce simulators on this machine
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import signal
@@ -222,6 +223,20 @@ def _wait_until_up(url: str, process: subprocess.Popen, deadline_seconds: float 
     raise click.ClickException(f"{url} did not come up within {deadline_seconds:.0f} s")
 
 
+DEMO_SALESFORCE_CONTACTS = ("jane@example.com", "unsub@example.com", "dup@example.com")
+DEMO_SALESFORCE_USER = "005xx0000012345"  # the userId of the Salesforce example below: the Tasks' owner
+
+
+def _wait_for_file(path: Path, process: subprocess.Popen, deadline_seconds: float = 30.0) -> None:
+    deadline = time.monotonic() + deadline_seconds
+    while not path.exists():
+        if process.poll() is not None:
+            raise click.ClickException(f"{process.args[0]} exited with {process.returncode} while starting")
+        if time.monotonic() > deadline:
+            raise click.ClickException(f"{path} was not written within {deadline_seconds:.0f} s")
+        time.sleep(0.1)  # polling a starting server; bounded by the deadline
+
+
 def _curl_examples(base: str) -> str:
     caller = f"-H 'Authorization: Bearer {DEMO_CALLER_KEY}' -H 'Content-Type: application/json'"
     admin = f"-H 'Authorization: Bearer {DEMO_ADMIN_KEY}'"
@@ -240,12 +255,24 @@ def _curl_examples(base: str) -> str:
     )
 
 
-@main.command(help="Run the gate in demo mode: a seeded Marketo simulator, SQLite, the check turned on.")
+def _salesforce_examples(base: str, salesforce_url: str, ca_path: Path) -> str:
+    admin = f"-H 'Authorization: Bearer {DEMO_ADMIN_KEY}'"
+    return "\n".join([
+        "Blocked sends become Tasks in the Salesforce simulator (HTTPS, its own CA) within one worker round (~10 s):",
+        f"  curl -s --cacert {shlex.quote(str(ca_path))} {salesforce_url}/_sim/tasks",
+        f"  curl -s {admin} {base}/v1/admin/status      # the \"salesforce\" object: outbox, Tasks created, errors",
+    ])
+
+
+@main.command(help="Run the gate in demo mode: seeded Marketo and Salesforce simulators, SQLite, the check turned on.")
 @click.option("--port", type=int, default=lambda: int(os.environ.get("PORT", 8000)), show_default="$PORT or 8000")
 @click.option("--marketo-port", type=int, default=8101, show_default=True)
+@click.option("--salesforce-port", type=int, default=8443, show_default=True)
 @click.option("--host", default="127.0.0.1", show_default=True)
-def demo(port: int, marketo_port: int, host: str) -> None:
+def demo(port: int, marketo_port: int, salesforce_port: int, host: str) -> None:
     marketo_url = f"http://127.0.0.1:{marketo_port}"
+    salesforce_url = f"https://127.0.0.1:{salesforce_port}"
+    salesforce_ca = Path("instance").absolute() / "salesforce-sim-ca.pem"
     env = {
         **os.environ,
         "GATEWAY_DEMO": "1",
@@ -259,40 +286,63 @@ def demo(port: int, marketo_port: int, host: str) -> None:
         "GATEWAY_EXPORT_POLL_SECONDS": "1",
         "GATEWAY_SYNC_INTERVAL": os.environ.get("GATEWAY_SYNC_INTERVAL", "10"),
         "GATEWAY_MARKETO_DAILY_BUDGET": os.environ.get("GATEWAY_MARKETO_DAILY_BUDGET", "20000"),
+        # The Salesforce simulator: HTTPS with a throwaway CA, which the gate trusts as an operator's extra CA.
+        "SALESFORCE_LOGIN_URL": salesforce_url,
+        "SALESFORCE_CLIENT_ID": "sim-client-id",
+        "SALESFORCE_CLIENT_SECRET": "sim-client-secret",
+        "SALESFORCE_OPT_OUT_WRITEBACK": "true",
+        "REQUESTS_CA_BUNDLE": str(salesforce_ca),
     }
     env.setdefault("SECRET_KEY", os.urandom(24).hex())
     _refuse_busy_port(host, port, "--port")
     _refuse_busy_port("127.0.0.1", marketo_port, "--marketo-port")
-    simulator = gate = sync_thread = None
+    _refuse_busy_port("127.0.0.1", salesforce_port, "--salesforce-port")
+    simulator = salesforce = gate = sync_thread = None
     stop_sync = threading.Event()
     _stop_on_signals()
     try:
-        simulator = _spawn(
-            [sys.executable, "-m", "gateway.simulators.marketo", "--host", "127.0.0.1", "--port", str(marketo_port),
-             "--seed", "demo", "--quiet"],
-            env,
-        )
+        with _signals_held():
+            simulator = _spawn(
+                [sys.executable, "-m", "gateway.simulators.marketo", "--host", "127.0.0.1", "--port", str(marketo_port),
+                 "--seed", "demo", "--quiet"],
+                env,
+            )
         _wait_until_up(f"{marketo_url}/_sim/stats", simulator)
+        salesforce_ca.parent.mkdir(parents=True, exist_ok=True)
+        salesforce_ca.unlink(missing_ok=True)
+        with _signals_held():  # a SIGTERM now must find the process already in `salesforce`, to stop it
+            salesforce = _spawn(
+                [sys.executable, "-m", "gateway.simulators.salesforce", "--host", "127.0.0.1", "--port",
+                 str(salesforce_port), "--ca-file", str(salesforce_ca), "--quiet",
+                 "--seed-user", DEMO_SALESFORCE_USER,
+                 *[arg for email in DEMO_SALESFORCE_CONTACTS for arg in ("--seed-contact", email)]],
+                env,
+            )
+        _wait_for_file(salesforce_ca, salesforce)
         os.environ.update(env)
+        _wait_until_up(f"{salesforce_url}/_sim/calls", salesforce)
         engine = make_engine(env["DATABASE_URL"])
         upgrade(engine)
         Store(engine).reset_mirror()  # a fresh simulator: mirror it from scratch
         _demo_console_admin(Store(engine))
         _turn_check_on()
         sync_thread = _start_sync_thread(stop_sync)
-        gate = _spawn(
-            [sys.executable, "-m", "gunicorn", "gateway:create_app()", "--bind", f"{host}:{port}",
-             "--workers", "2", "--worker-class", "gthread", "--threads", "8"],
-            env,
-        )
+        with _signals_held():
+            gate = _spawn(
+                [sys.executable, "-m", "gunicorn", "gateway:create_app()", "--bind", f"{host}:{port}",
+                 "--workers", "2", "--worker-class", "gthread", "--threads", "8"],
+                env,
+            )
         base = f"http://{host}:{port}"
         _wait_until_up(f"{base}/healthz", gate)
-        click.echo(f"\nThe gate is up at {base} (demo mode; Marketo simulator at {marketo_url}).")
+        click.echo(f"\nThe gate is up at {base} (demo mode; Marketo simulator at {marketo_url}, "
+                   f"Salesforce simulator at {salesforce_url}).")
         click.echo(f"Caller key: {DEMO_CALLER_KEY}   Admin key: {DEMO_ADMIN_KEY}\n")
         click.echo(_curl_examples(base))
         click.echo(f"\nAdmin console: {base}/console/ (name {DEMO_CONSOLE_ADMIN[0]!r}, "
                    f"password {DEMO_CONSOLE_ADMIN[1]!r})")
-        click.echo("\nCtrl-C stops both.")
+        click.echo(_salesforce_examples(base, salesforce_url, salesforce_ca))
+        click.echo("\nCtrl-C stops them all.")
         gate.wait()
         raise click.ClickException(f"gunicorn exited with {gate.returncode}")
     except _Stop:
@@ -303,7 +353,7 @@ def demo(port: int, marketo_port: int, host: str) -> None:
         stop_sync.set()
         if sync_thread is not None:
             sync_thread.join(timeout=10)
-        for process in (gate, simulator):
+        for process in (gate, salesforce, simulator):
             _stop_process(process)
 
 
@@ -314,10 +364,29 @@ class _Stop(BaseException):
 
 def _stop_on_signals() -> None:
     def stop(*_):
+        if _held["active"]:
+            _held["pending"] = True  # raised when the block ends (_signals_held)
+            return
         raise _Stop()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+
+
+_held = {"active": False, "pending": False}
+
+
+@contextlib.contextmanager
+def _signals_held():
+    """SIGTERM and SIGINT wait until the block ends: a process started in it is always known, so always stopped.
+    (A flag, not the signal mask, which the processes started here would inherit.)"""
+    _held.update(active=True, pending=False)
+    try:
+        yield
+    finally:
+        _held["active"] = False
+    if _held["pending"]:
+        raise _Stop()
 
 
 def _refuse_busy_port(host: str, port: int, option: str) -> None:

@@ -69,10 +69,21 @@ class GateConfig:
     switch_warning_seconds: float = 300.0  # how often a process logs `switch.off` while the check is off
     # The console's session cookie is `Secure` (HTTPS only) except in the demo, which serves plain HTTP locally.
     console_secure_cookies: bool = True
+    # Salesforce (gateway/salesforce/): off unless the login URL and the client credentials are all set
+    salesforce_login_url: str | None = None
+    salesforce_client_id: str | None = None
+    salesforce_client_secret: str | None = None
+    salesforce_api_version: str = "62.0"
+    salesforce_log_blocked_sends: bool = True
+    salesforce_opt_out_writeback: bool = False
 
     @property
     def marketo_configured(self) -> bool:
         return bool(self.marketo_base_url and self.marketo_client_id and self.marketo_client_secret)
+
+    @property
+    def salesforce_configured(self) -> bool:
+        return bool(self.salesforce_login_url and self.salesforce_client_id and self.salesforce_client_secret)
 
 
 def normalize_database_url(url: str) -> str:
@@ -212,6 +223,39 @@ def log_format(env) -> str:
     return value
 
 
+def _flag_default(env, name, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name} must be true or false, got {raw!r}")
+
+
+def salesforce_login_url(env) -> str | None:
+    """SALESFORCE_LOGIN_URL: the org's My Domain; Salesforce is HTTPS only, so is this."""
+    url = (env.get("SALESFORCE_LOGIN_URL") or "").strip().rstrip("/")
+    if not url:
+        return None
+    parts = urlsplit(url)
+    if parts.scheme != "https" or not parts.hostname:
+        raise ConfigError(f"SALESFORCE_LOGIN_URL must be an https:// URL such as https://acme.my.salesforce.com, "
+                          f"got {url!r}")
+    return url
+
+
+def salesforce_api_version(env) -> str:
+    raw = (env.get("SALESFORCE_API_VERSION") or "62.0").strip().lstrip("vV")
+    try:
+        major, minor = raw.split(".")
+        int(major), int(minor)
+    except ValueError:
+        raise ConfigError(f"SALESFORCE_API_VERSION must look like 62.0, got {raw!r}") from None
+    return raw
+
+
 def load_config(env=None) -> GateConfig:
     env = os.environ if env is None else env
     demo = _flag(env, "GATEWAY_DEMO")
@@ -259,4 +303,10 @@ def load_config(env=None) -> GateConfig:
         metrics_token=env.get("GATEWAY_METRICS_TOKEN") or None,
         switch_warning_seconds=_number(env, "GATEWAY_SWITCH_WARNING_SECONDS", 300.0),
         console_secure_cookies=not demo,
+        salesforce_login_url=salesforce_login_url(env),
+        salesforce_client_id=env.get("SALESFORCE_CLIENT_ID") or None,
+        salesforce_client_secret=env.get("SALESFORCE_CLIENT_SECRET") or None,
+        salesforce_api_version=salesforce_api_version(env),
+        salesforce_log_blocked_sends=_flag_default(env, "SALESFORCE_LOG_BLOCKED_SENDS", True),
+        salesforce_opt_out_writeback=_flag_default(env, "SALESFORCE_OPT_OUT_WRITEBACK", False),
     )

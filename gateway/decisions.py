@@ -23,6 +23,10 @@ class Recipient:
     raw: str  # as the caller sent it
     email: str | None  # normalized address; None when it is not a valid address
     type: RecipientType = RecipientType.TO
+    # A Salesforce Contact, Lead or User id given instead of an address (ToIds/CcIds/BccIds), until resolved.
+    record_id: str | None = None
+    # Decided before the chain runs: an id that could not be resolved gets the failure policy's verdict.
+    preset: Verdict | None = None
 
     @property
     def shown(self) -> str:
@@ -43,12 +47,16 @@ class CheckRequest:
     sender: str | None
     messages: tuple[Message, ...]
 
+    def record_ids(self) -> list[str]:
+        """Every Salesforce record id given instead of an address, once: what Salesforce has to resolve."""
+        return list(dict.fromkeys(r.record_id for m in self.messages for r in m.recipients if r.record_id))
+
     def addresses(self) -> list[str]:
         """Every valid address once, in order of appearance: what has to be resolved."""
         seen: dict[str, None] = {}
         for message in self.messages:
             for recipient in message.recipients:
-                if recipient.email is not None:
+                if recipient.email is not None and recipient.preset is None:
                     seen.setdefault(recipient.email, None)
         return list(seen)
 
@@ -94,7 +102,7 @@ def decide(request: CheckRequest, verdicts: Mapping[str, Verdict]) -> list[Messa
 def _recipient_results(message: Message, verdicts: Mapping[str, Verdict]) -> tuple[RecipientResult, ...]:
     results = []
     for recipient in message.recipients:
-        verdict = INVALID_ADDRESS if recipient.email is None else verdicts[recipient.email]
+        verdict = recipient.preset or (INVALID_ADDRESS if recipient.email is None else verdicts[recipient.email])
         results.append(
             RecipientResult(
                 email=recipient.shown,

@@ -10,6 +10,7 @@ import re
 from datetime import datetime, timezone
 
 SECRET_IN_URL = re.compile(r"((?:client_secret|access_token)=)[^&\s\"']+", re.IGNORECASE)
+BEARER_TOKEN = re.compile(r"(Bearer\s+)[^\s\"',]+", re.IGNORECASE)  # Salesforce's tokens travel in this header
 
 
 class RedactSecrets(logging.Filter):
@@ -18,7 +19,7 @@ class RedactSecrets(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        redacted = SECRET_IN_URL.sub(r"\1[redacted]", message)
+        redacted = BEARER_TOKEN.sub(r"\1[redacted]", SECRET_IN_URL.sub(r"\1[redacted]", message))
         if redacted != message:
             record.msg, record.args = redacted, None
         return True
@@ -26,9 +27,10 @@ class RedactSecrets(logging.Filter):
 
 def redact_secrets_in_logs() -> None:
     """Idempotent; called wherever a Marketo client is built (the web app and the worker)."""
-    logger = logging.getLogger("urllib3.connectionpool")
-    if not any(isinstance(existing, RedactSecrets) for existing in logger.filters):
-        logger.addFilter(RedactSecrets())
+    for name in ("urllib3.connectionpool", "simple_salesforce"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(existing, RedactSecrets) for existing in logger.filters):
+            logger.addFilter(RedactSecrets())
 
 
 # --- how every line looks: LOG_FORMAT=json or text ------------------------------------------------------------

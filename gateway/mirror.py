@@ -70,6 +70,7 @@ class MirrorSync:
         smart_list: str | None = None,
         static_list: str | None = None,
         keep_lease: bool = False,
+        opt_out_writeback: bool = False,
     ):
         self.store = store
         self.marketo = marketo
@@ -82,11 +83,12 @@ class MirrorSync:
         list_kind, list_ref = ("smartList", smart_list) if smart_list else ("staticList", static_list)
         self.full_load = FullLoad(
             store, marketo, owner=self.owner, now=now, stop=self.stop, poll_seconds=export_poll_seconds,
-            lease_seconds=lease_seconds, max_jobs=export_jobs, email_of=address_key,
+            lease_seconds=lease_seconds, max_jobs=export_jobs, email_of=address_key, apply=self._apply_changes,
             list_kind=list_kind if list_ref else None, list_ref=list_ref,
         )
         # A worker keeps the lease between runs (it renews it; see gateway/lease.py); a one-off run hands it back.
         self.keep_lease = keep_lease
+        self.opt_out_writeback = opt_out_writeback  # unsubscribes also go to Salesforce's outbox
 
     def run_once(self) -> SyncReport:
         if not self.store.sync.acquire_lease(self.owner, self.lease_seconds):
@@ -150,11 +152,9 @@ class MirrorSync:
             lead_ids = [a["leadId"] for a in page.activities if isinstance(a.get("leadId"), int)]
             looked_up_at = utcnow()  # a push after this is newer than Marketo's answer below
             unsubscribed, subscribed = self._current_state(lead_ids)
-            self.store.mirror.apply_changes(
-                self.owner, unsubscribed=unsubscribed, subscribed=subscribed,
-                state={"changes_token": page.next_page_token, "lease_until": self._lease_end()},
-                looked_up_at=looked_up_at,
-            )
+            self._apply_changes(unsubscribed=unsubscribed, subscribed=subscribed,
+                                state={"changes_token": page.next_page_token, "lease_until": self._lease_end()},
+                                looked_up_at=looked_up_at)
             report.change_pages += 1
             report.unsubscribed += len(unsubscribed)
             report.subscribed += len(subscribed)
@@ -177,6 +177,18 @@ class MirrorSync:
         unsubscribed = [email for email, flag in result.unsubscribed.items() if flag]
         subscribed = [email for email, flag in result.unsubscribed.items() if not flag] + sorted(result.not_found)
         return unsubscribed, subscribed
+
+    def _apply_changes(self, *, unsubscribed: list[str], subscribed: list[str] = (), state: dict,
+                       looked_up_at: datetime | None = None) -> None:
+        """With the opt-out write-back on, the unsubscribes owed to Salesforce land in the mirror's transaction."""
+        if not (self.opt_out_writeback and unsubscribed):
+            self.store.mirror.apply_changes(self.owner, unsubscribed=unsubscribed, subscribed=subscribed, state=state,
+                                            looked_up_at=looked_up_at)
+            return
+        with self.store.transaction() as session:
+            self.store.mirror.apply_changes(self.owner, unsubscribed=unsubscribed, subscribed=subscribed, state=state,
+                                            looked_up_at=looked_up_at, session=session)
+            self.store.outbox.add_opt_outs(unsubscribed, session=session)
 
     def _lease_end(self) -> datetime:
         return utcnow() + timedelta(seconds=self.lease_seconds)

@@ -94,11 +94,12 @@ class FullLoad:
 
     def __init__(self, store: Store, marketo: MarketoService, *, owner: str, now: Callable[[], datetime],
                  stop: threading.Event, poll_seconds: float, lease_seconds: float, max_jobs: int,
-                 email_of: Callable[[object], str | None], list_kind: str | None = None,
+                 email_of: Callable[[object], str | None], apply: Callable[..., None], list_kind: str | None = None,
                  list_ref: str | None = None, on_progress: Callable[[LoadProgress], None] = log_progress):
         self.store, self.marketo, self.owner, self.now, self.stop = store, marketo, owner, now, stop
         self.poll_seconds, self.lease_seconds, self.max_jobs = poll_seconds, lease_seconds, max(1, max_jobs)
         self.email_of = email_of  # the mirror's key of an address as Marketo holds it
+        self.apply = apply  # writes the mirror's rows and the position together (MirrorSync._apply_changes)
         self.list_kind, self.list_ref = list_kind, list_ref
         self.on_progress = on_progress
 
@@ -177,7 +178,7 @@ class FullLoad:
             email for row in rows if is_marketo_true(row.get("unsubscribed")) and (email := self.email_of(row.get("email")))
         ]
         step["rows"] = len(rows)
-        self.store.mirror.apply_changes(self.owner, unsubscribed=unsubscribed, state=self._position(plan))
+        self.apply(unsubscribed=unsubscribed, state=self._position(plan))
         report.loaded_windows += 1
         report.unsubscribed += len(unsubscribed)
         progress = load_progress(self.store.sync.status(), self.now())

@@ -19,6 +19,7 @@ from gateway.events import emit
 from gateway.lease import LeaseKeeper
 from gateway.marketo import MarketoError
 from gateway.mirror import MirrorSync
+from gateway.salesforce.outbox import drain_outbox
 from gateway.store import DELIVERY_RETENTION, utcnow
 from gateway.switch import watch_switch
 
@@ -57,6 +58,7 @@ def mirror_sync_for(gate: Gate, stop: threading.Event, owner: str | None = None,
         smart_list=config.mirror_smart_list,
         static_list=config.mirror_static_list,
         keep_lease=keep_lease,
+        opt_out_writeback=config.salesforce_configured and config.salesforce_opt_out_writeback,
     )
 
 
@@ -74,6 +76,7 @@ def run_worker(gate: Gate, stop: threading.Event, owner: str | None = None) -> N
         while not stop.is_set():
             pause = run_step("mirror sync", rounds.run, on_error=rounds.failed)
             run_step("webhook delivery pruning", lambda: prune_deliveries(gate))
+            drain_outbox(gate)  # Tasks and opt-outs owed to Salesforce; never raises
             stop.wait(pause)
     emit("mirror.worker_stopped", owner=sync.owner)
 

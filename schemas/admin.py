@@ -150,6 +150,35 @@ class MirrorStatusSchema(Schema):
         "description": "How far the full load is (null before it is planned); stays once it is complete."})
 
 
+class OutboxFailureSchema(Schema):
+    id = fields.Integer(metadata={"description": "The outbox entry."})
+    kind = fields.String(validate=validate.OneOf(("task", "opt_out")))
+    recipient = fields.String()
+    check_id = fields.String(allow_none=True)
+    error = fields.String(metadata={"description": "Salesforce's message for the refused record."})
+    at = fields.DateTime(allow_none=True)
+
+
+class SalesforceStatusSchema(Schema):
+    configured = fields.Boolean(metadata={"description": "SALESFORCE_LOGIN_URL, _CLIENT_ID and _CLIENT_SECRET set."})
+    log_blocked_sends = fields.Boolean(metadata={"description": "SALESFORCE_LOG_BLOCKED_SENDS"})
+    opt_out_writeback = fields.Boolean(metadata={"description": "SALESFORCE_OPT_OUT_WRITEBACK"})
+    message = fields.String(allow_none=True, metadata={"description": "Why the features are off, when they are."})
+    connected = fields.Boolean(allow_none=True, metadata={"description": "How the last calls went; null: none yet."})
+    last_error = fields.String(allow_none=True, metadata={"description": "Salesforce's own words."})
+    last_error_at = fields.DateTime(allow_none=True)
+    last_success_at = fields.DateTime(allow_none=True)
+    retry_at = fields.DateTime(allow_none=True, metadata={"description": "The outbox waits until then (back-off)."})
+    outbox_depth = fields.Integer(metadata={"description": "Entries waiting for Salesforce."})
+    oldest_pending_at = fields.DateTime(allow_none=True)
+    tasks_created = fields.Integer()
+    skipped_no_match = fields.Integer(metadata={"description": "Blocked sends no Contact or unconverted Lead has."})
+    group_send_drops_not_logged = fields.Integer(metadata={"description": "A group send's silent drops: no Task."})
+    opt_outs_written = fields.Integer()
+    failed = fields.Integer(metadata={"description": "Records Salesforce refused; see recent_failures."})
+    recent_failures = fields.List(fields.Nested(OutboxFailureSchema))
+
+
 class StatusSchema(Schema):
     enabled = fields.Boolean(metadata={"description": "Whether the Marketo check is on; false: every send is allowed "
                                                       "(`check_disabled`) until an admin turns it on."})
@@ -157,3 +186,4 @@ class StatusSchema(Schema):
     budget = fields.Nested(BudgetSchema)
     quota_exhausted_until = fields.DateTime(allow_none=True)
     mirror = fields.Nested(MirrorStatusSchema)
+    salesforce = fields.Nested(SalesforceStatusSchema)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, post_load, validate, validates_schema
 
-from gateway.decisions import CheckRequest, Message
+from gateway.decisions import CheckRequest, Message, Recipient
 from gateway.domain import RecipientType, Source
 from schemas.common import WorkflowField, recipient, sender_value
 
@@ -17,6 +17,13 @@ ADDRESS_FIELDS = (
     ("CcAddress", RecipientType.CC.value),
     ("BccAddress", RecipientType.BCC.value),
 )
+# Recipients as record ids (Contact, Lead or User), resolved by the gate through Salesforce (gateway/salesforce/).
+ID_FIELDS = (
+    ("ToIds", RecipientType.TO.value),
+    ("CcIds", RecipientType.CC.value),
+    ("BccIds", RecipientType.BCC.value),
+)
+MAX_IDS = 2_000
 MAX_ADDRESS_FIELD = 32_000  # Salesforce's own limit on these fields is 4,000 characters
 
 
@@ -35,6 +42,13 @@ class AttributesSchema(Schema):
     url = fields.String(allow_none=True)
 
 
+def record_ids_field() -> fields.List:
+    """An Id list as JSON.serialize writes it: strings (15 or 18 characters in practice), null when unset."""
+    return fields.List(fields.String(validate=validate.Length(min=1, max=18)), load_default=None, allow_none=True,
+                       validate=validate.Length(max=MAX_IDS))
+
+
+
 class EmailRecordSchema(Schema):
     class Meta:
         unknown = EXCLUDE
@@ -45,11 +59,16 @@ class EmailRecordSchema(Schema):
     CcAddress = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=MAX_ADDRESS_FIELD))
     BccAddress = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=MAX_ADDRESS_FIELD))
     FromAddress = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=1000))
+    ToIds = record_ids_field()
+    CcIds = record_ids_field()
+    BccIds = record_ids_field()
 
     @validates_schema
     def has_recipient(self, data, **_):
-        if not any(split_addresses(data.get(name)) for name, _kind in ADDRESS_FIELDS):
-            raise ValidationError("A record needs at least one address in ToAddress, CcAddress or BccAddress.", "ToAddress")
+        if not any(split_addresses(data.get(name)) for name, _kind in ADDRESS_FIELDS) and not any(
+                data.get(name) for name, _kind in ID_FIELDS):
+            raise ValidationError("A record needs at least one address in ToAddress, CcAddress or BccAddress, "
+                                  "or a record id in ToIds, CcIds or BccIds.", "ToAddress")
 
 
 class SalesforceCalloutSchema(Schema):
@@ -66,6 +85,9 @@ class SalesforceCalloutSchema(Schema):
         for record in data["records"]:
             recipients = tuple(
                 recipient(address, kind) for name, kind in ADDRESS_FIELDS for address in split_addresses(record[name])
+            ) + tuple(
+                Recipient(raw=record_id.strip(), email=None, type=kind, record_id=record_id.strip())
+                for name, kind in ID_FIELDS for record_id in (record.get(name) or ()) if record_id.strip()
             )
             sender = sender_value(record["FromAddress"]) or data["userId"]
             messages.append(Message(id=record["Id"], recipients=recipients, sender=sender))

@@ -75,10 +75,11 @@ def demo_env(tmp_path: Path) -> dict:
 class Demo(subprocess.Popen):
     """`gateway demo` with its output in files, readable while it runs (pipes would fill with the access log)."""
 
-    def __init__(self, tmp_path: Path, port: int, marketo_port: int):
+    def __init__(self, tmp_path: Path, port: int, marketo_port: int, salesforce_port: int | None = None):
         self.out_path, self.err_path = tmp_path / "demo.out", tmp_path / "demo.err"
         with open(self.out_path, "w") as out, open(self.err_path, "w") as err:
-            super().__init__([str(GATEWAY), "demo", "--port", str(port), "--marketo-port", str(marketo_port)],
+            super().__init__([str(GATEWAY), "demo", "--port", str(port), "--marketo-port", str(marketo_port),
+                              "--salesforce-port", str(salesforce_port or free_port())],
                              env=demo_env(tmp_path), cwd=tmp_path, stdout=out, stderr=err, text=True)
 
     def printed(self) -> tuple[str, str]:
@@ -89,8 +90,8 @@ class Demo(subprocess.Popen):
         return self.printed()
 
 
-def start_demo(tmp_path: Path, port: int, marketo_port: int) -> Demo:
-    return Demo(tmp_path, port, marketo_port)
+def start_demo(tmp_path: Path, port: int, marketo_port: int, salesforce_port: int | None = None) -> Demo:
+    return Demo(tmp_path, port, marketo_port, salesforce_port)
 
 
 def answers(url: str) -> bool:
@@ -157,3 +158,39 @@ def test_sigterm_while_starting_stops_what_was_started(tmp_path):
     assert demo.returncode == 0, err
     assert not [pid for pid in started if alive(pid)]
     assert port_is_free(port) and port_is_free(marketo_port)
+
+
+def test_the_demo_turns_a_blocked_salesforce_send_into_a_task_in_its_salesforce_simulator(tmp_path):
+    port, marketo_port, salesforce_port = free_port(), free_port(), free_port()
+    demo = start_demo(tmp_path, port, marketo_port, salesforce_port)
+    ca = tmp_path / "instance" / "salesforce-sim-ca.pem"
+    tasks_url = f"https://127.0.0.1:{salesforce_port}/_sim/tasks"
+    body = {"workflow": "single_send", "userId": "005xx0000012345",
+            "records": [{"attributes": {"type": "EmailMessage"}, "ToAddress": "unsub@example.com; bob@example.com"}]}
+    try:
+        wait_for(lambda: answers(f"http://127.0.0.1:{port}/readyz") or demo.poll() is not None, 90, "the demo is up")
+        assert demo.poll() is None, demo.printed()
+
+        def denied() -> bool:  # the mirror's first load may still be running: ask until Marketo's answer is in
+            answer = requests.post(f"http://127.0.0.1:{port}/v1/hooks/salesforce", json=body, timeout=10,
+                                   headers={"Authorization": "Bearer demo-caller-key"}).json()
+            return answer["results"][0]["reason_code"] == "unsubscribed"
+
+        wait_for(denied, 60, "the send is denied")
+
+        def tasks() -> list:
+            return requests.get(tasks_url, verify=str(ca), timeout=5).json()["tasks"]
+
+        wait_for(lambda: tasks(), 60, "the Task arrives in the Salesforce simulator")
+        task = tasks()[0]
+        assert task["Subject"] == "Email not sent: unsubscribed in Marketo"
+        assert task["OwnerId"] == "005xx0000012345" and "unsub@example.com" in task["Description"]
+        demo.send_signal(signal.SIGTERM)
+        out, err = demo.finish()
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+            demo.wait()
+    assert demo.returncode == 0, err
+    assert "/_sim/tasks" in out
+    assert port_is_free(salesforce_port)

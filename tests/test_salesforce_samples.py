@@ -2,7 +2,8 @@
 file's bytes unchanged, signed the Standard Webhooks way with a key made `--require-signature`, over real
 HTTP to the gate, which asks the Marketo simulator.
 
-The samples carry addresses only: the gate does not resolve `ToIds`/`CcIds`/`BccIds` yet (issue 9, item 3).
+`apex-*.json` carry recipients as record ids (`ToIds`/`CcIds`/`BccIds`): the gate resolves them through the
+Salesforce simulator (over HTTPS), seeded here with the records the samples name.
 """
 from __future__ import annotations
 
@@ -14,11 +15,16 @@ import pytest
 import requests
 
 from tests.conftest import ADMIN, serving
+from tests.salesforce_support import org, salesforce_settings  # noqa: F401  (org is a fixture)
 from tests.test_signatures import PATH, headers
 
 SAMPLES = Path(__file__).resolve().parents[1] / "integrations" / "salesforce" / "samples"
 JANE, BOB, CAROL, DAVE = "jane@example.com", "bob@example.com", "carol@example.com", "dave@example.com"
 REP = "rep@acme.example"  # the sender Bcc'ing themselves; not in Marketo
+# The records apex-single-send-to-ids.json names: Jane's Contact, Bob's Lead, Carol's User; the last id is gone.
+RECORDS = {"Contact": [("003Hs00000XyZ1aIAB", JANE)], "Lead": [("00QHs00000AbC2dIAF", BOB)],
+           "User": [("005Hs00000Crl01IAF", CAROL)]}
+GONE = "003Hs00000Gone1IAA"
 
 
 @dataclass(frozen=True)
@@ -43,6 +49,11 @@ EXPECTED = {
     "flow-single-send-deny": [Expected("deny", "unsubscribed", blocked=[JANE])],
     "flow-group-send": [Expected("allow", "allowed", blocked=[JANE], deliver_to=[BOB, CAROL])],
     "flow-campaign-send-invalid-address": [Expected("deny", "invalid_address", blocked=["not-an-address"])],
+    "apex-single-send-to-ids": [
+        Expected("deny", "unsubscribed", blocked=[JANE]),
+        Expected("allow", "allowed", deliver_to=[CAROL]),
+        Expected("deny", "unverified", blocked=[GONE]),  # no such record: the failure policy (deny) decides
+    ],
 }
 
 
@@ -62,6 +73,15 @@ def marketo(simulator):
 def salesforce_key(store):
     new = store.keys.create("sf-prod", "caller", sources=("salesforce",), require_signature=True)
     return new.key, new.signing_secret
+
+
+@pytest.fixture
+def gate(make_gate, simulator, org):
+    """The gate with the check on, Marketo simulated, and Salesforce simulated holding the samples' records."""
+    for sobject, records in RECORDS.items():
+        for record_id, email in records:
+            org.state.add(sobject, {"Id": record_id, "LastName": "Sample", "Email": email})
+    return make_gate(simulator, enabled=True, **salesforce_settings(org))
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ from gateway.mirror_load import load_progress
 from gateway.reports import blocked_sends_csv
 from gateway.settings_changes import VIA_API, CheckStaysOff, change_settings, current_settings
 from gateway.store import BlockedSendFilter, Settings, utcnow
+from gateway.salesforce.status import salesforce_status
 from schemas.admin import (
     BlockedSendsPageSchema,
     BlockedSendsQuerySchema,
@@ -111,6 +112,7 @@ def gate_status() -> dict:
                     "last_error": sync.last_error,
                     "load_progress": load_progress(sync, now),
                 },
+                "salesforce": salesforce_status(gate),
             }
         )
 

@@ -8,11 +8,12 @@ from gateway.api.auth import authorize_source, require
 from gateway.api.deadline import request_started
 from gateway.api.errors import ApiError
 from gateway.api.shared import json_body
-from gateway.checks import CheckOutcome
+from gateway.checks import ANSWER_MARGIN, CheckOutcome
 from gateway.decisions import CheckRequest
 from gateway.domain import Source
+from gateway.salesforce.recipients import resolve_record_ids
 from schemas.checks import CheckRequestSchema
-from schemas.common import CheckAnswerSchema, MessageResultSchema
+from schemas.common import CheckAnswerSchema, MessageResultSchema, recipient
 from schemas.email_client import EmailClientCalloutSchema
 from schemas.salesforce import SalesforceCalloutSchema
 
@@ -51,7 +52,14 @@ def generic_check():
 @bp.post("/v1/hooks/salesforce")
 @require("caller", sources=(Source.SALESFORCE.value,))
 def salesforce_callout():
-    outcome = run_check(salesforce_schema)
+    started = time.monotonic()
+    gate = current_app.extensions["gate"]
+    check = load_check(salesforce_schema)
+    if check.record_ids():  # ToIds/CcIds/BccIds: addresses from Salesforce, within the check's deadline
+        deadline = started + gate.config.check_timeout - ANSWER_MARGIN
+        check = resolve_record_ids(check, gate.salesforce, gate.checks, deadline=deadline, now=time.monotonic(),
+                                   to_recipient=recipient)
+    outcome = gate.checks.run(check, started=started)
     return jsonify(answer_schema.dump(outcome))
 
 

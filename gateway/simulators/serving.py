@@ -62,11 +62,12 @@ def _wait_accepting(host: str, port: int, deadline: float) -> None:
             time.sleep(0.01)
 
 
-def serve_in_thread(app: Any, host: str, port: int, *, quiet: bool, name: str) -> ServedApp:
+def serve_in_thread(app: Any, host: str, port: int, *, quiet: bool, name: str,
+                    ssl_context: Any = None) -> ServedApp:
     """Serve ``app`` on ``host``:``port`` (0 = a free port) in a daemon thread named
-    ``name:<port>``; returns once the server accepts connections."""
+    ``name:<port>``; returns once the server accepts connections. With ``ssl_context``, over HTTPS."""
     handler = _QuietHandler if quiet else _LoggingHandler
-    server = make_server(host, port, app, threaded=True, request_handler=handler)
+    server = make_server(host, port, app, threaded=True, request_handler=handler, ssl_context=ssl_context)
     thread = threading.Thread(
         target=server.serve_forever, kwargs={"poll_interval": 0.1},
         name=f"{name}:{server.server_port}", daemon=True,
@@ -79,7 +80,8 @@ def serve_in_thread(app: Any, host: str, port: int, *, quiet: bool, name: str) -
         server.shutdown()
         thread.join(timeout=5)
         raise
-    return ServedApp(server, thread, f"http://{_url_host(host)}:{actual_port}")
+    scheme = "https" if ssl_context is not None else "http"
+    return ServedApp(server, thread, f"{scheme}://{_url_host(host)}:{actual_port}")
 
 
 class Stoppable(Protocol):

@@ -10,6 +10,8 @@
     store.deliveries    signed callouts by webhook-id                                (deliveries.py)
     store.admins        the console's admin accounts and their lockouts              (admins.py)
     store.audit         every change of a setting: who, when, old and new            (audit.py)
+    store.outbox        Tasks and opt-outs owed to Salesforce                        (outbox.py)
+    store.salesforce    how the calls to Salesforce went; the outbox's back-off      (salesforce_state.py)
 
 A new concern gets its own module with a `Repository` subclass (repository.py) and an attribute here.
 Writes of several repositories that must land together share one transaction:
@@ -33,13 +35,16 @@ from gateway.store.common import IN_CHUNK, as_utc, hash_key, storable_text, utcn
 from gateway.store.deliveries import DELIVERY_RETENTION, DeliveriesRepository, DeliveryClaim
 from gateway.store.keys import KeysRepository, NewKey, StoredKey
 from gateway.store.mirror import MirrorRepository
+from gateway.store.outbox import OutboxEntry, OutboxRepository, OutboxSummary, OutboxTask
+from gateway.store.salesforce_state import SalesforceStateRepository, SalesforceStatus
 from gateway.store.settings import SETTINGS_ID, Settings, SettingsRepository
 from gateway.store.sync_state import SYNC_ID, LeaseLost, SyncStateRepository, SyncStatus
 
 __all__ = [
     "CALL_KINDS", "DELIVERY_RETENTION", "IN_CHUNK", "QUOTA_KINDS", "SETTINGS_ID", "SYNC_ID",
     "LOCKOUT", "MAX_FAILED_SIGN_INS", "Admin", "AdminExists", "BlockedSendFilter", "Change", "RecordedChange",
-    "BlockedSendEntry", "CallCounts", "DeliveryClaim", "LeaseLost", "LoggedBlockedSend", "NewKey", "Settings",
+    "BlockedSendEntry", "CallCounts", "DeliveryClaim", "LeaseLost", "LoggedBlockedSend", "NewKey", "OutboxEntry",
+    "OutboxSummary", "OutboxTask", "SalesforceStatus", "Settings",
     "Store", "StoredKey", "SyncStatus",
     "as_utc", "hash_key", "storable_text", "utcnow",
 ]
@@ -61,6 +66,8 @@ class Store:
         self.deliveries = DeliveriesRepository(self.session)
         self.admins = AdminsRepository(self.session)
         self.audit = AuditRepository(self.session)
+        self.outbox = OutboxRepository(self.session)
+        self.salesforce = SalesforceStateRepository(self.session)
 
     def transaction(self) -> AbstractContextManager[Session]:
         """One transaction for several repositories' writes, committed when the block ends without an error."""

@@ -105,6 +105,13 @@ class BlockedSendsRepository(Repository):
         with self._reading() as session:
             return [_logged(row) for row in session.scalars(query)]
 
+    def count(self, *, workflow: str | None = None) -> int:
+        query = select(func.count()).select_from(BlockedSend)
+        if workflow is not None:
+            query = query.where(BlockedSend.workflow == workflow)
+        with self._reading() as session:
+            return session.scalar(query) or 0
+
     def iterate(self, *, before_id: int | None = None, chunk: int = 1000,
                 where: BlockedSendFilter = NO_FILTER) -> Iterator[LoggedBlockedSend]:
         """Every row from the cursor on, newest first, read `chunk` rows at a time."""

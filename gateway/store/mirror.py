@@ -29,14 +29,15 @@ class MirrorRepository(Repository):
             return session.scalar(select(func.count()).select_from(MirrorUnsubscribe))
 
     def apply_changes(self, owner: str, *, unsubscribed: Sequence[str] = (), subscribed: Sequence[str] = (),
-                      state: dict | None = None, looked_up_at: datetime | None = None) -> None:
+                      state: dict | None = None, looked_up_at: datetime | None = None,
+                      session: Session | None = None) -> None:
         """Mirror rows and the sync position (`state`) move together, and only while `owner` holds the lease.
 
         `looked_up_at`: when Marketo was asked about `subscribed`; an unsubscribe pushed since then is newer
         than that answer, so its row stays.
         """
         now = utcnow()
-        with self._writing() as session:
+        with self._writing(session) as session:
             write_while_leased(session, owner, state or {})
             for chunk in in_chunks(subscribed):
                 session.execute(delete(MirrorUnsubscribe).where(

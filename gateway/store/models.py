@@ -163,3 +163,52 @@ class SettingsChange(Base):
     setting: Mapped[str] = mapped_column(String(64), nullable=False)
     old_value: Mapped[str | None] = mapped_column(String(255), nullable=True)
     new_value: Mapped[str | None] = mapped_column(String(255), nullable=True)
+
+
+class SalesforceOutboxEntry(Base):
+    """Something the gate owes Salesforce, written in the transaction that learnt it; the worker drains it.
+
+    `kind` "task": a blocked recipient to log as a Task (written with the blocked-send row);
+    `kind` "opt_out": an address the mirror learnt as unsubscribed, to mark HasOptedOutOfEmail (written
+    with the mirror row). `status` moves pending → sending (claimed by one drain, `attempt_id`, until
+    `claimed_until`) → sent, skipped (no Contact or Lead has the address) or failed (Salesforce refused the
+    record: `error` holds its message). `marker` is written into the Task's Description, so a drain killed
+    between Salesforce's answer and its own commit finds the Task it created instead of creating another.
+    """
+
+    __tablename__ = "salesforce_outbox"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(16), nullable=False)
+    status: Mapped[str] = mapped_column(String(16), nullable=False, index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    marker: Mapped[str] = mapped_column(String(40), nullable=False, unique=True)
+    recipient: Mapped[str] = mapped_column(String(EMAIL_LENGTH), nullable=False)
+    check_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    source: Mapped[str | None] = mapped_column(String(20), nullable=True)
+    workflow: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    sender: Mapped[str | None] = mapped_column(String(EMAIL_LENGTH), nullable=True)
+    reason_code: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    message_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    owner_id: Mapped[str | None] = mapped_column(String(18), nullable=True)
+    attempt_id: Mapped[str | None] = mapped_column(String(40), nullable=True, index=True)
+    claimed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    claimed_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    who_id: Mapped[str | None] = mapped_column(String(18), nullable=True)
+    task_id: Mapped[str | None] = mapped_column(String(18), nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    done_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class SalesforceState(Base):
+    """One row (id 1): how the last calls to Salesforce went, and when the outbox may try again."""
+
+    __tablename__ = "salesforce_state"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    connected: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    last_error_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    last_success_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    failures: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    retry_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
