@@ -72,11 +72,12 @@ def build_salesforce(config: GateConfig) -> SalesforceService:
     if not config.salesforce_configured:
         return UnconfiguredSalesforce()
     from gateway.logs import redact_secrets_in_logs
+    from gateway.metrics import record_salesforce_call
     from gateway.salesforce.client import SalesforceClient
 
     redact_secrets_in_logs()
     return SalesforceClient(config.salesforce_login_url, config.salesforce_client_id, config.salesforce_client_secret,
-                            version=config.salesforce_api_version)
+                            version=config.salesforce_api_version, on_call=record_salesforce_call)
 
 
 def build_gate(config: GateConfig) -> Gate:

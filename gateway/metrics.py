@@ -126,12 +126,8 @@ def count_rate_limited() -> None:
 
 
 def outbox_depth(store: Store) -> int:
-    """Blocked sends waiting to be written to Salesforce; 0 while the gate has no outbox.
-
-    The Salesforce outbox repository (`store.outbox`) makes this real with a `depth()` method.
-    """
-    outbox = getattr(store, "outbox", None)
-    return int(outbox.depth()) if outbox is not None else 0
+    """Tasks and opt-outs waiting to be written to Salesforce (0 while Salesforce is not configured)."""
+    return store.outbox.depth()
 
 
 def load_progress(sync: SyncStatus, load_from: datetime) -> float:

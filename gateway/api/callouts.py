@@ -1,6 +1,8 @@
 """The three pre-send callouts. Each caller's schema turns its shape into one CheckRequest; one path decides."""
 from __future__ import annotations
 
+import time
+
 from flask import Blueprint, current_app, jsonify, request
 from marshmallow import Schema
 
@@ -52,7 +54,7 @@ def generic_check():
 @bp.post("/v1/hooks/salesforce")
 @require("caller", sources=(Source.SALESFORCE.value,))
 def salesforce_callout():
-    started = time.monotonic()
+    started = request_started(request.environ)  # the caller's deadline: from the platform's X-Request-Start
     gate = current_app.extensions["gate"]
     check = load_check(salesforce_schema)
     if check.record_ids():  # ToIds/CcIds/BccIds: addresses from Salesforce, within the check's deadline

@@ -23,6 +23,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+from gateway.events import emit
 from gateway.salesforce.errors import SalesforceError
 from gateway.salesforce.interfaces import MAX_RECORDS_PER_CALL, SalesforceService
 from gateway.salesforce.records import batches, not_opted_out, who_ids_by_email
@@ -136,6 +137,8 @@ class OutboxDrain:
         self.store.outbox.finish(attempt, sent=sent, failed=failed)
         report.tasks_created += len(sent)
         report.failed += len(failed)
+        if sent:
+            emit("salesforce.delivered", tasks=len(sent), refused=len(failed))
         for row_id, message in failed.items():
             log.warning("Salesforce refused the Task of outbox entry %d: %s", row_id, message)
 

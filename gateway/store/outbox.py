@@ -198,6 +198,11 @@ class OutboxRepository(Repository):
         with self._reading() as session:
             return [_entry(row) for row in session.scalars(query)]
 
+    def depth(self) -> int:
+        """Entries not yet through: pending, or claimed by a drain that has not finished."""
+        with self._reading() as session:
+            return session.scalar(select(func.count()).select_from(Row).where(Row.status.in_((PENDING, SENDING)))) or 0
+
     def summary(self) -> OutboxSummary:
         with self._reading() as session:
             counts = {(kind, status): n for kind, status, n in session.execute(
