@@ -24,6 +24,7 @@ from gateway.marketo import (
 )
 from gateway.marketo.interfaces import MarketoService
 from gateway.mirror import is_mirror_fresh
+from gateway.mirror_view import MirrorView
 from gateway.store import BlockedSendEntry, Settings, Store, SyncStatus
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,8 @@ class CheckService:
         self.cache = cache
         self.config = config
         self._context: tuple[float, Settings, SyncStatus] | None = None
+        # Polled as often as the settings are re-read (at most once a second by default).
+        self.mirror_view = MirrorView(store.mirror, poll_seconds=config.settings_cache_seconds)
 
     def context(self) -> tuple[Settings, SyncStatus]:
         """The settings and sync state, re-read at most every GATEWAY_SETTINGS_CACHE_SECONDS in a process.
@@ -93,7 +96,7 @@ class CheckService:
         if not settings.marketo_check_enabled:
             return dict.fromkeys(addresses, CHECK_DISABLED)
         if is_mirror_fresh(sync, self.config.mirror_max_age):
-            unsubscribed = self.store.mirror.unsubscribed_among(addresses)
+            unsubscribed = self.mirror_view.unsubscribed_among(addresses)
             return {a: MIRROR_UNSUBSCRIBED if a in unsubscribed else MIRROR_ALLOWED for a in addresses}
         verdicts: dict[str, Verdict] = {
             address: Verdict(cached.decision, cached.reason_code, CheckedVia.CACHE)

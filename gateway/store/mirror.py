@@ -1,15 +1,36 @@
-"""The mirror of Marketo's unsubscribed addresses: read by every check, written only by the sync lease's holder."""
+"""The mirror of Marketo's unsubscribed addresses: read by every check, written only by the sync lease's holder.
+
+Every write goes through `apply_changes` or `clear`, which number it in the mirror's change sequence
+(`sync_state.mirror_version`) in the same transaction, so an in-process view (gateway/mirror_view.py) can ask
+what changed since the last number it saw. A write that bypassed them would be invisible to the views.
+"""
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from gateway.store.common import in_chunks, utcnow
-from gateway.store.models import MirrorUnsubscribe
+from gateway.store.models import MirrorRemoval, MirrorUnsubscribe, SyncState
 from gateway.store.repository import Repository
-from gateway.store.sync_state import write_while_leased
+from gateway.store.sync_state import SYNC_ID, write_while_leased
+
+SNAPSHOT_BATCH = 10_000  # rows fetched at a time when a view reads the whole mirror
+
+
+@dataclass(frozen=True)
+class MirrorVersion:
+    version: int  # the last mirror write
+    reset_version: int  # the last clear: a view older than this must be rebuilt from scratch
+
+
+@dataclass(frozen=True)
+class MirrorChanges:
+    version: int  # the changes are complete up to this write (and may include later ones)
+    added: frozenset[str]
+    removed: frozenset[str]  # taken out and not back in
 
 
 class MirrorRepository(Repository):
@@ -30,16 +51,60 @@ class MirrorRepository(Repository):
         now = utcnow()
         with self._writing() as session:
             write_while_leased(session, owner, state or {})
+            version = next_mirror_version(session) if unsubscribed or subscribed else None
             for chunk in in_chunks(subscribed):
-                session.execute(delete(MirrorUnsubscribe).where(MirrorUnsubscribe.email.in_(chunk)))
+                gone = list(session.scalars(delete(MirrorUnsubscribe).where(MirrorUnsubscribe.email.in_(chunk))
+                                            .returning(MirrorUnsubscribe.email)))
+                if gone:
+                    session.execute(insert(MirrorRemoval), [{"version": version, "email": email} for email in gone])
             for chunk in in_chunks(unsubscribed):
                 addresses = list(dict.fromkeys(chunk))
                 present = set(session.scalars(
                     select(MirrorUnsubscribe.email).where(MirrorUnsubscribe.email.in_(addresses))))
-                new = [{"email": email, "changed_at": now} for email in addresses if email not in present]
+                new = [{"email": email, "changed_at": now, "version": version}
+                       for email in addresses if email not in present]
                 if new:
                     session.execute(insert(MirrorUnsubscribe), new)
 
     def clear(self, *, session: Session | None = None) -> None:
         with self._writing(session) as session:
             session.execute(delete(MirrorUnsubscribe))
+            session.execute(delete(MirrorRemoval))  # every view rebuilds after a reset: the removals are moot
+            version = next_mirror_version(session)
+            session.execute(update(SyncState).where(SyncState.id == SYNC_ID).values(mirror_reset_version=version))
+
+    # What in-process views read ---------------------------------------------------------------------------
+
+    def version(self) -> MirrorVersion:
+        with self._reading() as session:
+            row = session.execute(select(SyncState.mirror_version, SyncState.mirror_reset_version)
+                                  .where(SyncState.id == SYNC_ID)).one()
+        return MirrorVersion(row.mirror_version, row.mirror_reset_version)
+
+    def changes_since(self, version: int) -> MirrorChanges:
+        with self._reading() as session:
+            # The number first: rows written after it are read too, and read again next time (views apply
+            # changes idempotently); reading it last could skip a write committed in between.
+            current = session.scalar(select(SyncState.mirror_version).where(SyncState.id == SYNC_ID))
+            added = frozenset(session.scalars(select(MirrorUnsubscribe.email).where(MirrorUnsubscribe.version > version)))
+            removed = frozenset(session.scalars(select(MirrorRemoval.email).where(MirrorRemoval.version > version)))
+        return MirrorChanges(current, added, removed - added)
+
+    def snapshot(self) -> tuple[int, Iterator[str]]:
+        """The current version and every address, streamed: changes after that version may be included."""
+        version = self.version().version
+
+        def rows() -> Iterator[str]:
+            with self._reading() as session:
+                result = session.execute(select(MirrorUnsubscribe.email).execution_options(yield_per=SNAPSHOT_BATCH))
+                for (email,) in result:
+                    yield email
+
+        return version, rows()
+
+
+def next_mirror_version(session: Session) -> int:
+    """Number a mirror write. The row lock this takes holds other writers until commit, so numbers commit in order."""
+    session.execute(update(SyncState).where(SyncState.id == SYNC_ID)
+                    .values(mirror_version=SyncState.mirror_version + 1))
+    return session.scalar(select(SyncState.mirror_version).where(SyncState.id == SYNC_ID))
