@@ -319,6 +319,8 @@ def test_cleaning_up_empties_every_table_down_to_the_rows_the_migrations_seeded(
     store.calls.take(date(2026, 3, 1), "lookup", None)
     store.sync.acquire_lease("worker-a", 60)
     store.mirror.apply_changes("worker-a", unsubscribed=["jane@example.com"], state={"load_status": "complete"})
+    store.mirror.apply_changes("worker-a", unsubscribed=["bob@example.com"])
+    store.mirror.apply_changes("worker-a", subscribed=["bob@example.com"])  # a removal row, for the views
     assert all(rows_of_every_table(migrated.engine).values())  # every table of the models holds something now
     restore_rows(migrated.engine, migrated.seeded)
     assert rows_of_every_table(migrated.engine) == migrated.seeded
