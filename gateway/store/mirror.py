@@ -1,6 +1,6 @@
 """The mirror of Marketo's unsubscribed addresses: read by every check, written only by the sync lease's holder.
 
-Every write goes through `apply_changes` or `clear`, which number it in the mirror's change sequence
+Every write goes through `write_mirror_rows` (as `apply_changes` does) or `clear`, which number it in the mirror's change sequence
 (`sync_state.mirror_version`) in the same transaction, so an in-process view (gateway/mirror_view.py) can ask
 what changed since the last number it saw. A write that bypassed them would be invisible to the views.
 """
@@ -48,23 +48,9 @@ class MirrorRepository(Repository):
     def apply_changes(self, owner: str, *, unsubscribed: Sequence[str] = (), subscribed: Sequence[str] = (),
                       state: dict | None = None) -> None:
         """Mirror rows and the sync position (`state`) move together, and only while `owner` holds the lease."""
-        now = utcnow()
         with self._writing() as session:
             write_while_leased(session, owner, state or {})
-            version = next_mirror_version(session) if unsubscribed or subscribed else None
-            for chunk in in_chunks(subscribed):
-                gone = list(session.scalars(delete(MirrorUnsubscribe).where(MirrorUnsubscribe.email.in_(chunk))
-                                            .returning(MirrorUnsubscribe.email)))
-                if gone:
-                    session.execute(insert(MirrorRemoval), [{"version": version, "email": email} for email in gone])
-            for chunk in in_chunks(unsubscribed):
-                addresses = list(dict.fromkeys(chunk))
-                present = set(session.scalars(
-                    select(MirrorUnsubscribe.email).where(MirrorUnsubscribe.email.in_(addresses))))
-                new = [{"email": email, "changed_at": now, "version": version}
-                       for email in addresses if email not in present]
-                if new:
-                    session.execute(insert(MirrorUnsubscribe), new)
+            write_mirror_rows(session, unsubscribed=unsubscribed, subscribed=subscribed)
 
     def clear(self, *, session: Session | None = None) -> None:
         with self._writing(session) as session:
@@ -101,6 +87,25 @@ class MirrorRepository(Repository):
                     yield email
 
         return version, rows()
+
+
+def write_mirror_rows(session: Session, *, unsubscribed: Sequence[str] = (), subscribed: Sequence[str] = ()) -> None:
+    """Add and remove mirror rows as one numbered change: the one way rows get in or out, whoever writes."""
+    if not unsubscribed and not subscribed:
+        return
+    version = next_mirror_version(session)
+    now = utcnow()
+    for chunk in in_chunks(subscribed):
+        gone = list(session.scalars(delete(MirrorUnsubscribe).where(MirrorUnsubscribe.email.in_(chunk))
+                                    .returning(MirrorUnsubscribe.email)))
+        if gone:
+            session.execute(insert(MirrorRemoval), [{"version": version, "email": email} for email in gone])
+    for chunk in in_chunks(unsubscribed):
+        addresses = list(dict.fromkeys(chunk))
+        present = set(session.scalars(select(MirrorUnsubscribe.email).where(MirrorUnsubscribe.email.in_(addresses))))
+        new = [{"email": email, "changed_at": now, "version": version} for email in addresses if email not in present]
+        if new:
+            session.execute(insert(MirrorUnsubscribe), new)
 
 
 def next_mirror_version(session: Session) -> int:
