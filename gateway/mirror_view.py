@@ -23,6 +23,8 @@ from array import array
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Sequence
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from gateway.store.mirror import MirrorRepository
 
 log = logging.getLogger(__name__)
@@ -149,6 +151,8 @@ class MirrorView:
                 return
             try:
                 self._refresh()
+            except SQLAlchemyError:  # the view answers as it stands (a moment behind at worst) until a poll works
+                log.warning("could not read the mirror's changes; answering from the view as it is")
             finally:
                 self._polled_at = self.clock()
 

@@ -248,3 +248,21 @@ def test_a_view_of_a_million_addresses_stays_under_the_memory_bound():
     million.remove(f"person{i}@example{i % 977}.com" for i in range(0, 20_000, 2))
     assert len(million) == 1_010_000
     assert million.memory_bytes() <= MEMORY_BOUND
+
+
+def test_a_failed_poll_leaves_the_view_answering(store, monkeypatch, caplog):
+    from sqlalchemy.exc import OperationalError
+
+    hold_lease(store)
+    store.mirror.apply_changes(WORKER, unsubscribed=["jane@example.com"])
+    clock = Clock()
+    view = MirrorView(store.mirror, poll_seconds=1.0, clock=clock, build_in_background=False)
+    view.refresh()
+
+    def unreachable():
+        raise OperationalError("SELECT mirror_version", {}, Exception("connection refused"))
+
+    monkeypatch.setattr(store.mirror, "version", unreachable)
+    clock.now += 1.0
+    assert view.unsubscribed_among(["bob@example.com"]) == set()  # from the view alone: no database needed
+    assert "could not read the mirror's changes" in caplog.text

@@ -1,8 +1,9 @@
 """The mirror of Marketo's unsubscribed addresses: read by every check, written only by the sync lease's holder.
 
-Every write goes through `write_mirror_rows` (as `apply_changes` does) or `clear`, which number it in the mirror's change sequence
-(`sync_state.mirror_version`) in the same transaction, so an in-process view (gateway/mirror_view.py) can ask
-what changed since the last number it saw. A write that bypassed them would be invisible to the views.
+Every write goes through `write_mirror_rows` (as `apply_changes` does) or `clear`, which number it in the
+mirror's change sequence (`sync_state.mirror_version`) in the same transaction, so an in-process view
+(gateway/mirror_view.py) can ask what changed since the last number it saw. A write that bypassed them
+would be invisible to the views.
 """
 from __future__ import annotations
 
@@ -72,7 +73,8 @@ class MirrorRepository(Repository):
             # The number first: rows written after it are read too, and read again next time (views apply
             # changes idempotently); reading it last could skip a write committed in between.
             current = session.scalar(select(SyncState.mirror_version).where(SyncState.id == SYNC_ID))
-            added = frozenset(session.scalars(select(MirrorUnsubscribe.email).where(MirrorUnsubscribe.version > version)))
+            added = frozenset(session.scalars(
+                select(MirrorUnsubscribe.email).where(MirrorUnsubscribe.version > version)))
             removed = frozenset(session.scalars(select(MirrorRemoval.email).where(MirrorRemoval.version > version)))
         return MirrorChanges(current, added, removed - added)
 
