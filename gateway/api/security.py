@@ -26,6 +26,7 @@ from flask_limiter.errors import RateLimitExceeded
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from gateway.api import limiter_storage  # noqa: F401  (registers gate-memory://)
 from gateway.api.errors import error_response
 from gateway.config import GateConfig
 
@@ -116,7 +117,7 @@ def init_rate_limits(app: Flask, config: GateConfig) -> None:
         storage_uri = config.redis_url
         storage_options = {"socket_connect_timeout": REDIS_TIMEOUT, "socket_timeout": REDIS_TIMEOUT}
     else:
-        storage_uri, storage_options = "memory://", {}
+        storage_uri, storage_options = "gate-memory://", {}  # gateway/api/limiter_storage.py
     limiter = Limiter(
         caller_identity,
         application_limits=[config.rate_limit],  # one budget per caller, shared by every endpoint
