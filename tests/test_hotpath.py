@@ -266,3 +266,15 @@ def test_a_failed_poll_leaves_the_view_answering(store, monkeypatch, caplog):
     clock.now += 1.0
     assert view.unsubscribed_among(["bob@example.com"]) == set()  # from the view alone: no database needed
     assert "could not read the mirror's changes" in caplog.text
+
+
+def test_remembered_addresses_are_bounded_and_huge_inputs_never_kept():
+    from schemas.common import MAX_ADDRESS_INPUT, NORMALIZED_CACHE_SIZE, _remembered_address, normalize_address
+
+    assert _remembered_address.cache_info().maxsize == NORMALIZED_CACHE_SIZE
+    before = _remembered_address.cache_info().currsize
+    assert normalize_address(" " * MAX_ADDRESS_INPUT + "jane@example.com") == "jane@example.com"  # trimmed first
+    assert _remembered_address.cache_info().currsize == before
+    assert normalize_address("Jane <JANE@example.com>") == "jane@example.com"
+    assert normalize_address("Jane <JANE@example.com>") == "jane@example.com"  # the second time, remembered
+    assert _remembered_address.cache_info().hits >= 1
