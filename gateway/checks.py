@@ -27,6 +27,7 @@ from gateway.marketo.interfaces import MarketoService
 from gateway.metrics import count_check
 from gateway.mirror import is_mirror_fresh
 from gateway.salesforce.tasks import outbox_tasks
+from gateway.mirror_view import MirrorView
 from gateway.store import BlockedSendEntry, Settings, Store, SyncStatus
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,8 @@ class CheckService:
         self.cache = cache
         self.config = config
         self._context: tuple[float, Settings, SyncStatus] | None = None
+        # Polled as often as the settings are re-read (at most once a second by default).
+        self.mirror_view = MirrorView(store.mirror, poll_seconds=config.settings_cache_seconds)
 
     def context(self) -> tuple[Settings, SyncStatus]:
         """The settings and sync state, re-read at most every GATEWAY_SETTINGS_CACHE_SECONDS in a process.
@@ -115,7 +118,7 @@ class CheckService:
         if not settings.marketo_check_enabled:
             return dict.fromkeys(addresses, CHECK_DISABLED)
         if is_mirror_fresh(sync, self.config.mirror_max_age):
-            unsubscribed = self.store.mirror.unsubscribed_among(addresses)
+            unsubscribed = self.mirror_view.unsubscribed_among(addresses)
             return {a: MIRROR_UNSUBSCRIBED if a in unsubscribed else MIRROR_ALLOWED for a in addresses}
         # An unsubscribe Marketo pushed (POST /v1/hooks/marketo) is denied even while the mirror is stale,
         # ahead of a cached "allowed" and without a call to Marketo.

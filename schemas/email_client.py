@@ -5,7 +5,9 @@ from marshmallow import EXCLUDE, Schema, ValidationError, fields, post_load, val
 
 from gateway.decisions import CheckRequest, Message
 from gateway.domain import RECIPIENT_TYPES, WORKFLOWS, Source, Workflow
-from schemas.common import recipient, sender_value, validate_sender
+from schemas.common import normalize_address, recipient, sender_value, validate_sender
+
+CLIENTS = (Source.OUTLOOK.value, Source.GMAIL.value)
 
 
 class EmailClientRecipient(fields.Field):
@@ -27,7 +29,7 @@ class EmailClientCalloutSchema(Schema):
     class Meta:
         unknown = EXCLUDE
 
-    client = fields.String(required=True, validate=validate.OneOf((Source.OUTLOOK.value, Source.GMAIL.value)))
+    client = fields.String(required=True, validate=validate.OneOf(CLIENTS))
     workflow = fields.String(load_default=Workflow.PLUGIN_SEND.value, validate=validate.OneOf(WORKFLOWS))
     sender = fields.String(load_default=None, allow_none=True, validate=validate_sender)
     to = _recipient_list("To recipients")
@@ -44,10 +46,66 @@ class EmailClientCalloutSchema(Schema):
 
     @post_load
     def to_request(self, data, **_):
-        recipients = tuple(recipient(address, kind) for kind in RECIPIENT_TYPES for address in data[kind])
-        return CheckRequest(
-            source=data["client"],
-            workflow=data["workflow"],
-            sender=sender_value(data["sender"]),
-            messages=(Message(id=data["id"], recipients=recipients),),
-        )
+        return email_client_request(data)
+
+    def load_common(self, body) -> CheckRequest | None:
+        """The payloads add-ins send, read without marshmallow's machinery; None for anything this does not
+        accept exactly as `load` would, which `load` then reads (so every error is the schema's own).
+        tests/test_hotpath.py holds the two equal on generated payloads."""
+        return load_common_payload(body)
+
+
+def email_client_request(data: dict) -> CheckRequest:
+    recipients = tuple(recipient(address, kind) for kind in RECIPIENT_TYPES for address in data[kind])
+    return CheckRequest(
+        source=data["client"],
+        workflow=data["workflow"],
+        sender=sender_value(data["sender"]),
+        messages=(Message(id=data["id"], recipients=recipients),),
+    )
+
+
+def load_common_payload(body) -> CheckRequest | None:
+    if type(body) is not dict:
+        return None
+    client = body.get("client")
+    if type(client) is not str or client not in CLIENTS:
+        return None
+    workflow = body.get("workflow", Workflow.PLUGIN_SEND.value)
+    if type(workflow) is not str or workflow not in WORKFLOWS:
+        return None
+    sender = body.get("sender")
+    if sender is not None and (type(sender) is not str or normalize_address(sender) is None):
+        return None
+    subject = body.get("subject")
+    if subject is not None and type(subject) is not str:
+        return None
+    message_id = body.get("id")
+    if message_id is not None and (type(message_id) is not str or len(message_id) > 255):
+        return None
+    data = {"client": client, "workflow": workflow, "sender": sender, "id": message_id}
+    for kind in RECIPIENT_TYPES:
+        addresses = _plain_addresses(body.get(kind, ()))
+        if addresses is None:
+            return None
+        data[kind] = addresses
+    if not (data["to"] or data["cc"] or data["bcc"]):
+        return None
+    return email_client_request(data)
+
+
+def _plain_addresses(value) -> list[str] | None:
+    """A list of strings or `{"emailAddress": "..."}` objects as strings; None for anything else."""
+    if type(value) is tuple:  # absent
+        return []
+    if type(value) is not list:
+        return None
+    addresses = []
+    for item in value:
+        if type(item) is str:
+            addresses.append(item)
+        elif type(item) is dict and type(item.get("emailAddress")) is str:
+            addresses.append(item["emailAddress"])
+        else:
+            return None
+    return addresses

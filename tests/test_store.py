@@ -333,6 +333,8 @@ def test_cleaning_up_empties_every_table_down_to_the_rows_the_migrations_seeded(
     store.admins.create("ana", "scrypt:not-a-real-hash")
     store.audit.record([Change("failure_mode", "deny", "allow")], actor="ana", via="console")
     store.outbox.add_opt_outs(["jane@example.com"])
+    store.mirror.apply_changes("worker-a", unsubscribed=["bob@example.com"])
+    store.mirror.apply_changes("worker-a", subscribed=["bob@example.com"])  # a removal row, for the views
     assert all(rows_of_every_table(migrated.engine).values())  # every table of the models holds something now
     restore_rows(migrated.engine, migrated.seeded)
     assert rows_of_every_table(migrated.engine) == migrated.seeded

@@ -28,6 +28,7 @@ from flask_limiter.errors import RateLimitExceeded
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from gateway.api import limiter_storage  # noqa: F401  (registers gate-memory://)
 from gateway.api.errors import error_response
 from gateway.config import GateConfig
 from gateway.metrics import count_rate_limited
@@ -162,7 +163,7 @@ def init_rate_limits(app: Flask, config: GateConfig) -> None:
         storage_uri = config.redis_url
         storage_options = {"socket_connect_timeout": REDIS_TIMEOUT, "socket_timeout": REDIS_TIMEOUT}
     else:
-        storage_uri, storage_options = "memory://", {}
+        storage_uri, storage_options = "gate-memory://", {}  # gateway/api/limiter_storage.py
     limiter = FailOpenLimiter(
         caller_identity,
         application_limits=[config.rate_limit],  # one budget per caller, shared by every endpoint
@@ -204,14 +205,18 @@ def retry_after_seconds(limit: RequestLimit | None) -> int:
 
 def secure_headers(response, vary_origin_on: tuple[str, ...] = ()):
     headers = response.headers
+    present = {name.lower() for name, _ in headers}  # one pass: a miss in Headers costs an exception per name
     for name, value in SECURITY_HEADERS.items():
-        headers.setdefault(name, value)
-    headers.setdefault("Cache-Control", "no-store")
+        if name.lower() not in present:
+            headers.add(name, value)
+    if "cache-control" not in present:
+        headers.add("Cache-Control", "no-store")
     # An HTML page (the docs) sets the policy its scripts and styles need; all else is data and may load nothing.
-    is_page = response.mimetype == "text/html" and request.method != "OPTIONS"
-    headers.setdefault("Content-Security-Policy", PAGE_FALLBACK_CSP if is_page else API_CSP)
-    if request.is_secure:
-        headers.setdefault("Strict-Transport-Security", HSTS)
+    if "content-security-policy" not in present:
+        is_page = response.mimetype == "text/html" and request.method != "OPTIONS"
+        headers.add("Content-Security-Policy", PAGE_FALLBACK_CSP if is_page else API_CSP)
+    if request.is_secure and "strict-transport-security" not in present:
+        headers.add("Strict-Transport-Security", HSTS)
     if request.path in vary_origin_on:
         response.vary.add("Origin")  # the CORS headers depend on the Origin asked from: no cache may mix them
     return response

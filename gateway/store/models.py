@@ -99,6 +99,18 @@ class MirrorUnsubscribe(Base):
     changed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
     # When Marketo last pushed this unsubscribe (POST /v1/hooks/marketo); NULL when only the sync saw it.
     pushed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # The mirror write (sync_state.mirror_version) that added the row: what in-process views follow.
+    version: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0, server_default="0", index=True)
+
+
+class MirrorRemoval(Base):
+    """An address taken out of the mirror (re-subscribed) by mirror write `version`, so views drop it too."""
+
+    __tablename__ = "mirror_removals"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    version: Mapped[int] = mapped_column(BigInteger, nullable=False, index=True)
+    email: Mapped[str] = mapped_column(String(EMAIL_LENGTH), nullable=False)
 
 
 class SyncState(Base):
@@ -121,6 +133,9 @@ class SyncState(Base):
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
     lease_owner: Mapped[str | None] = mapped_column(String(100), nullable=True)
     lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # The mirror's change sequence: bumped by every mirror write; a view older than the reset rebuilds.
+    mirror_version: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0, server_default="0")
+    mirror_reset_version: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0, server_default="0")
 
 
 class MarketoCalls(Base):
