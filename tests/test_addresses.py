@@ -6,7 +6,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sqlalchemy import select
+from sqlalchemy import column, select, table
 
 from gateway.addresses import address_key, marketo_spellings
 from gateway.store import as_utc
@@ -158,7 +158,8 @@ def test_the_migration_rekeys_the_mirror_and_merges_spellings_of_one_person(raw_
         upgrade(engine, "0003")
         earlier, later = NOW - timedelta(days=2), NOW - timedelta(days=1)
         with engine.begin() as connection:
-            connection.execute(MirrorUnsubscribe.__table__.insert(), [  # the table as 0003 left it
+            as_0003_left_it = table("mirror_unsubscribes", column("email"), column("changed_at"))
+            connection.execute(as_0003_left_it.insert(), [
                 {"email": "user@xn--bcher-kva.example", "changed_at": later},
                 {"email": "user@bücher.example", "changed_at": earlier},
                 {"email": NFD_RENEE, "changed_at": later},
