@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 
 from gateway.events import emit
 from gateway.marketo import MarketoUnavailable
-from gateway.marketo.client import is_marketo_true
+from gateway.marketo.wire import is_marketo_true
 from gateway.marketo.interfaces import MarketoService
 from gateway.store import Store, SyncStatus
 
