@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import threading
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 
@@ -214,3 +215,15 @@ class FakeClock:
 
     def __call__(self) -> float:
         return self.now
+
+
+def wait_for(condition, timeout: float = 30.0, what: str = "condition", poll: float = 0.05):
+    """Poll `condition` until it is truthy (returned) or `timeout` seconds pass: waiting on a condition, not a sleep."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(poll)  # polling a condition, bounded by the deadline

@@ -9,22 +9,11 @@ import signal
 import socket
 import subprocess
 import tempfile
-import time
 from dataclasses import dataclass
 
 import pytest
 
-from tests.conftest import IN_CI
-
-
-def wait_for(condition, timeout=30.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)  # polling a condition, bounded by the deadline
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+from tests.conftest import IN_CI, wait_for
 
 
 def free_port() -> int:

@@ -6,11 +6,11 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import requests
+from tests.conftest import wait_for
 
 GATEWAY = Path(sys.executable).parent / "gateway"
 
@@ -56,14 +56,6 @@ def alive(pid: int) -> bool:
     except OSError:
         return False
     return state != "Z"
-
-
-def wait_for(condition, deadline_seconds: float, what: str) -> None:
-    deadline = time.monotonic() + deadline_seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} within {deadline_seconds:.0f} s")
-        time.sleep(0.2)  # polling a condition, bounded by the deadline
 
 
 def demo_env(tmp_path: Path) -> dict:

@@ -8,7 +8,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import timedelta
@@ -21,7 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.metrics import load_progress, outbox_depth, record_salesforce_call
 from gateway.store import utcnow
-from tests.conftest import ADMIN, ADMIN_KEY, CALLER, CALLER_KEY
+from tests.conftest import ADMIN, ADMIN_KEY, CALLER, CALLER_KEY, wait_for
 
 JANE, BOB = "jane@example.com", "bob@example.com"
 
@@ -205,15 +204,6 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def wait_until(condition, seconds: float, what: str):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if (found := condition()):
-            return found
-        time.sleep(0.1)  # polling a condition, bounded by the deadline
-    raise AssertionError(f"{what} within {seconds:.0f} s")
-
-
 def answers(url: str) -> bool:
     try:
         return requests.get(url, timeout=2).status_code == 200
@@ -246,7 +236,7 @@ def gunicorn_gate(engine, tmp_path):
     base = f"http://127.0.0.1:{port}"
     output: dict[str, str] = {}
     try:
-        wait_until(lambda: answers(f"{base}/healthz") or process.poll() is not None, 30, "gunicorn to answer")
+        wait_for(lambda: answers(f"{base}/healthz") or process.poll() is not None, 30, "gunicorn to answer")
         assert process.poll() is None, process.communicate()
         yield base, metrics_dir, output
     finally:

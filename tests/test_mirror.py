@@ -5,7 +5,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -14,19 +13,9 @@ from gateway.budget import CallBudget
 from gateway.marketo.quota import quota_day
 from gateway.mirror import MirrorSync
 from gateway.store import utcnow
-from tests.conftest import ADMIN, CALLER, mirror_emails
+from tests.conftest import ADMIN, CALLER, mirror_emails, wait_for
 
 NOW = datetime.now(timezone.utc)
-
-
-def wait_for(condition, timeout=30.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)  # polling a condition, bounded by the deadline
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def simulator_truth(state) -> set[str]:

@@ -8,14 +8,13 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from datetime import date
 
 import pytest
 
 from gateway.store import utcnow
 from gateway.store.outbox import FAILED, PENDING, SENDING, SENT, SKIPPED, TASK
-from tests.conftest import ADMIN, CALLER, mirror_emails  # noqa: F401
+from tests.conftest import ADMIN, CALLER, mirror_emails, wait_for  # noqa: F401
 from tests.salesforce_support import (  # noqa: F401
     REP_USER, drain, drain_until_empty, markers_of, org, salesforce_settings, sf_app,
 )
@@ -181,11 +180,11 @@ def test_a_crash_between_salesforces_answer_and_the_gates_record_creates_no_dupl
     assert len(org.state.list("Task")) == 2
     assert {e.status for e in store.outbox.entries(kind=TASK)} == {SENDING}
 
-    wait_for(lambda: all(e.claimed_until < utcnow() for e in store.outbox.entries(kind=TASK)), "the claim to end")
+    wait_for(lambda: all(e.claimed_until < utcnow() for e in store.outbox.entries(kind=TASK)), what="the claim to end")
     org.state.faults.append({"kind": "down", "count": 1})  # the reconciling query fails: the rows stay unsettled
     assert drain(sf_app).error
     assert {e.status for e in store.outbox.entries(kind=TASK)} == {SENDING}
-    wait_for(lambda: store.salesforce.status().retry_at < utcnow(), "the back-off to pass")
+    wait_for(lambda: store.salesforce.status().retry_at < utcnow(), what="the back-off to pass")
     report = drain(sf_app)
     assert report.reconciled == 2 and report.tasks_created == 2
     assert len(org.state.list("Task")) == 2
@@ -226,7 +225,7 @@ def test_a_worker_killed_mid_batch_leaves_no_duplicate(sf_app, people, org, engi
     assert len(store.outbox.entries(kind=TASK, status=SENDING)) == 200
 
     wait_for(lambda: not [e for e in store.outbox.entries(kind=TASK, status=SENDING) if e.claimed_until > utcnow()],
-             "the dead worker's claim to end")
+             what="the dead worker's claim to end")
     report = drain(sf_app)
     assert (report.reconciled, report.tasks_created) == (200, 250)
     tasks = org.state.list("Task")
@@ -276,15 +275,6 @@ def mirror_holds(app, addresses) -> None:
     store.sync.acquire_lease("test-worker", 60)
     store.mirror.apply_changes("test-worker", unsubscribed=list(addresses),
                                state={"load_status": "complete", "last_success_at": utcnow()})
-
-
-def wait_for(condition, what: str, timeout: float = 30.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.05)  # polling a condition, bounded by the deadline
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 # The statuses the outbox uses, named here so a rename shows up in this file too.

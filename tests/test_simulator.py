@@ -19,6 +19,7 @@ from gateway.simulators.marketo import (
     seed_demo,
     start_simulator,
 )
+from tests.conftest import wait_for
 
 CREDS = {"grant_type": "client_credentials", "client_id": "sim-client", "client_secret": "sim-secret"}
 
@@ -43,18 +44,6 @@ class FakeWallClock:
 
     def advance(self, delta: timedelta) -> None:
         self.now += delta
-
-
-def wait_until(condition, timeout: float = 10.0, message: str = "condition"):
-    """Poll `condition` until it is truthy or the deadline passes."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {message}")
-        time.sleep(0.005)  # poll interval, not a wait for something to happen
 
 
 @pytest.fixture
@@ -488,7 +477,7 @@ def test_615_when_more_than_max_concurrent_in_progress(sim):
     for t in threads:
         t.start()
     try:
-        wait_until(lambda: sim.state.stats()["in_flight"] == 10, message="10 requests in flight")
+        wait_for(lambda: sim.state.stats()["in_flight"] == 10, what="10 requests in flight")
         body = requests.get(f"{base}/rest/v1/leads.json", params=params, headers=auth(token), timeout=10).json()
         assert error_code(body) == "615"
         assert body["errors"][0]["message"] == "Concurrent access limit reached"
@@ -590,7 +579,7 @@ def test_clear_faults_releases_held_requests(client, state):
     out = []
     worker = threading.Thread(target=lambda: out.append(lookup(client, token, ["a@x.com"])))
     worker.start()
-    wait_until(lambda: state.stats()["in_flight"] == 1, message="request in flight")
+    wait_for(lambda: state.stats()["in_flight"] == 1, what="request in flight")
     state.clear_faults()
     worker.join(timeout=10)
     assert not worker.is_alive()
@@ -1613,7 +1602,7 @@ def test_activity_and_export_control_api_over_http(sim):
     for expected in ("Failed", "Completed"):
         export_id = session.post(f"{base}{EXPORT}/create.json", json=export, timeout=10).json()["result"][0]["exportId"]
         session.post(f"{base}{EXPORT}/{export_id}/enqueue.json", timeout=10)
-        status = wait_until(lambda: finished(export_id), message="the export to finish")
+        status = wait_for(lambda: finished(export_id), what="the export to finish")
         assert status["status"] == expected
     full = session.get(f"{base}{EXPORT}/{export_id}/file.json", timeout=10)
     assert full.headers["Content-Type"].startswith("text/csv")
