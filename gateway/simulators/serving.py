@@ -46,6 +46,46 @@ class ServedApp:
         self._server.server_close()
 
 
+class ServedSimulator:
+    """A simulator served in a background thread: its state, its URL, and a stop that runs once.
+
+    Subclasses free what could hold up shutdown (`_release`) and clean up after the server stopped
+    (`_after_stop`)."""
+
+    def __init__(self, served: ServedApp, state: Any):
+        self._served = served
+        self.state = state
+        self.base_url = served.base_url
+        self._stopped = False
+
+    @property
+    def port(self) -> int:
+        return self._served.port
+
+    def stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        self._release()
+        self._served.stop()
+        self._after_stop()
+
+    def _release(self) -> None:
+        pass
+
+    def _after_stop(self) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.base_url}>"
+
+
 def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host and not host.startswith("[") else host
 

@@ -1,41 +1,18 @@
 """Serving the Marketo simulator over real HTTP in a background thread."""
 from __future__ import annotations
 
-from typing import Any
-
 from gateway.simulators.marketo.app import create_simulator_app
 from gateway.simulators.marketo.state import SimulatorState
-from gateway.simulators.serving import ServedApp, serve_in_thread
+from gateway.simulators.serving import ServedSimulator, serve_in_thread
 
 
-class RunningSimulator:
-    """A simulator served over real HTTP in a background thread."""
+class RunningSimulator(ServedSimulator):
+    """The Marketo simulator served over real HTTP in a background thread."""
 
-    def __init__(self, served: ServedApp, state: SimulatorState):
-        self._served = served
-        self.state = state
-        self.base_url = served.base_url
-        self._stopped = False
+    state: SimulatorState
 
-    @property
-    def port(self) -> int:
-        return self._served.port
-
-    def stop(self) -> None:
-        if self._stopped:
-            return
-        self._stopped = True
+    def _release(self) -> None:
         self.state.release_waiters()  # a request sleeping out a fault's latency must not hold up shutdown
-        self._served.stop()
-
-    def __enter__(self) -> RunningSimulator:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.stop()
-
-    def __repr__(self) -> str:
-        return f"<RunningSimulator {self.base_url}>"
 
 
 def start_simulator(

@@ -8,48 +8,33 @@ from __future__ import annotations
 import os
 import ssl
 import tempfile
-from typing import Any
 
 import trustme
 
 from gateway.simulators.salesforce.app import create_salesforce_app
 from gateway.simulators.salesforce.state import SalesforceSimState
-from gateway.simulators.serving import ServedApp, serve_in_thread
+from gateway.simulators.serving import ServedApp, ServedSimulator, serve_in_thread
 
 
-class RunningSalesforceSimulator:
+class RunningSalesforceSimulator(ServedSimulator):
+    """The Salesforce simulator served over HTTPS; `ca_path` holds its CA's certificate."""
+
+    state: SalesforceSimState
+
     def __init__(self, served: ServedApp, state: SalesforceSimState, ca_path: str, owns_ca_file: bool):
-        self._served = served
-        self.state = state
-        self.base_url = served.base_url
+        super().__init__(served, state)
         self.ca_path = ca_path
         self._owns_ca_file = owns_ca_file
-        self._stopped = False
 
-    @property
-    def port(self) -> int:
-        return self._served.port
-
-    def stop(self) -> None:
-        if self._stopped:
-            return
-        self._stopped = True
+    def _release(self) -> None:
         self.state.release_held()
-        self._served.stop()
+
+    def _after_stop(self) -> None:
         if self._owns_ca_file:
             try:
                 os.unlink(self.ca_path)
             except OSError:
                 pass
-
-    def __enter__(self) -> RunningSalesforceSimulator:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.stop()
-
-    def __repr__(self) -> str:
-        return f"<RunningSalesforceSimulator {self.base_url}>"
 
 
 def start_salesforce_simulator(state: SalesforceSimState | None = None, host: str = "127.0.0.1", port: int = 0, *,
