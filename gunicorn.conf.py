@@ -2,6 +2,8 @@
 import glob
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 
 bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
@@ -25,19 +27,18 @@ made_metrics_dir = None
 
 def on_starting(server):
     """Refuse a configuration the gate cannot run with, in one line (not a traceback from every worker); and
-    since the embedded SQLite default needs no release phase, migrate it once, in the master, before workers fork."""
-    prepare_metrics_dir()  # before the gate, and so prometheus-client, is imported
-    from gateway.config import ConfigError, database_url, load_config
-    from gateway.store.db import make_engine, upgrade
+    since the embedded SQLite default needs no release phase, migrate it once, before workers fork.
 
-    try:
-        load_config()
-    except ConfigError as error:
+    `gateway prepare` does both in a child process: importing the gate here would import requests and ssl
+    into the master before each gevent worker patches them (gevent's MonkeyPatchWarning, and TLS calls to
+    Marketo on unpatched sockets)."""
+    prepare_metrics_dir()  # before the gate, and so prometheus-client, is imported
+    result = subprocess.run([sys.executable, "-m", "gateway.cli", "prepare"], stderr=subprocess.PIPE, text=True)
+    if result.returncode != 0:
         on_exit(server)
-        raise RuntimeError(f"configuration: {error}") from None  # gunicorn prints "Error: ..." and exits 1
-    url = database_url()
-    if url.startswith("sqlite"):
-        upgrade(make_engine(url))
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        message = lines[-1].removeprefix("Error: ") if lines else f"gateway prepare exited {result.returncode}"
+        raise RuntimeError(message) from None  # gunicorn prints "Error: ..." and exits 1
 
 
 def prepare_metrics_dir():
@@ -58,7 +59,9 @@ def post_worker_init(worker):
     """Each web worker says, at start and every few minutes, when the check is off (gateway/switch.py)."""
     from gateway.switch import watch_switch
 
-    watch_switch(worker.wsgi.extensions["gate"], "web")
+    gate = getattr(worker.wsgi, "extensions", {}).get("gate")
+    if gate is not None:  # bench/bare_app.py runs under this file too, and is no gate
+        watch_switch(gate, "web")
 
 
 def child_exit(server, worker):

@@ -2,6 +2,7 @@
 
 \b
     gateway migrate                     bring the database schema up to date (Procfile `release:`)
+    gateway prepare                     check the configuration; migrate an embedded SQLite database
     gateway keys create NAME --role R   make a key, print it once, keep only its hash
         [--source S ...] [--require-signature]   limit it to sources; require signed callouts
     gateway keys list | revoke NAME
@@ -20,7 +21,7 @@ import threading
 
 import click
 
-from gateway.config import ConfigError, database_url
+from gateway.config import ConfigError, database_url, load_config
 from gateway.domain import SOURCES
 from gateway.store import Store
 from gateway.store.db import make_engine, upgrade
@@ -48,6 +49,15 @@ def migrate() -> None:
     engine = make_engine(database_url())
     upgrade(engine)
     click.echo(f"database at revision head ({engine.url.get_backend_name()})")
+
+
+@main.command(help="Check the configuration and migrate the embedded SQLite database (gunicorn runs this "
+                   "before it starts its workers; PostgreSQL is migrated by the release phase).")
+def prepare() -> None:
+    load_config()
+    url = database_url()
+    if url.startswith("sqlite"):
+        upgrade(make_engine(url))
 
 
 @main.group(help="Manage the gate's API keys.")
