@@ -10,6 +10,7 @@ from gateway.budget import CallBudget
 from gateway.cache import TTLCache
 from gateway.checks import CheckService
 from gateway.config import GateConfig, load_config
+from gateway.marketo.breaker import CircuitBreaker, SharedCircuit
 from gateway.marketo.interfaces import MarketoService, UnconfiguredMarketo
 from gateway.pushes import PushService
 from gateway.salesforce.interfaces import SalesforceService, UnconfiguredSalesforce
@@ -44,12 +45,14 @@ def configure_logging(log_format: str | None = None) -> None:
     logging.basicConfig(level=logging.INFO, handlers=[handler])
 
 
-def build_marketo(config: GateConfig, budget: CallBudget) -> MarketoService:
-    """The Marketo client, or its null twin when Marketo is not configured (gateway.marketo.interfaces)."""
+def build_marketo(config: GateConfig, budget: CallBudget, circuit: SharedCircuit | None = None) -> MarketoService:
+    """The Marketo client, or its null twin when Marketo is not configured (gateway.marketo.interfaces).
+
+    `circuit`: the app-wide state of its circuit breaker (the store's), so that every process of the app
+    opens, probes and closes it together; without it the breaker is this process's alone."""
     if not config.marketo_configured:
         return UnconfiguredMarketo()
     from gateway.logs import redact_secrets_in_logs
-    from gateway.marketo.breaker import CircuitBreaker
     from gateway.marketo.client import MarketoClient
     from gateway.metrics import record_marketo_call
 
@@ -63,7 +66,7 @@ def build_marketo(config: GateConfig, budget: CallBudget) -> MarketoService:
         on_call=budget,
         on_outcome=record_marketo_call,  # /metrics counts each call's outcome; a failure is a marketo.error event
         on_unanswered=budget.give_back,  # no answer or a 5xx: not charged
-        breaker=CircuitBreaker(probe_seconds=config.marketo_probe_seconds),
+        breaker=CircuitBreaker(probe_seconds=config.marketo_probe_seconds, shared=circuit),
     )
 
 
@@ -83,7 +86,7 @@ def build_salesforce(config: GateConfig) -> SalesforceService:
 def build_gate(config: GateConfig) -> Gate:
     store = Store(make_engine(config.database_url))
     budget = CallBudget(store, config.marketo_daily_budget)
-    marketo = build_marketo(config, budget)
+    marketo = build_marketo(config, budget, store.circuit)
     cache = TTLCache(config.cache_ttl, config.cache_max_entries)
     checks = CheckService(store, marketo, cache, config)
     pushes = PushService(store, marketo)

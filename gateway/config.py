@@ -53,7 +53,7 @@ class GateConfig:
     mirror_load_from: datetime = datetime(2006, 1, 1, tzinfo=timezone.utc)
     export_poll_seconds: float = 60.0
     sync_lease_seconds: float = 15.0  # renewed every third of it by a live worker
-    marketo_probe_seconds: float = 60.0  # while Marketo fails: one probe this often per process
+    marketo_probe_seconds: float = 60.0  # while Marketo fails: one probe this often, for all processes together
     export_jobs: int = 10  # export jobs the load keeps queued at once (Marketo: 10 queued, 2 processing)
     mirror_smart_list: str | None = None  # id or name of a smart list of the unsubscribed: a one-job load
     mirror_static_list: str | None = None  # the same, as a static list

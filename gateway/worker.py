@@ -3,12 +3,14 @@
 No fault ends the loop. Each step of a round (the sync, the pruning, ...) runs guarded: a database,
 Marketo or any other error is logged and the round is tried again after a back-off that doubles from
 FIRST_RETRY up to GATEWAY_SYNC_INTERVAL, so the mirror is fresh again within that long of the fault ending.
-While Marketo's circuit breaker is open, the next try is the breaker's next probe.
+While Marketo's circuit breaker is open, the next try is the app's next probe, or the moment another
+process's probe is answered.
 """
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from datetime import datetime
 
@@ -18,6 +20,7 @@ from gateway import Gate
 from gateway.events import emit
 from gateway.lease import LeaseKeeper
 from gateway.marketo import MarketoError
+from gateway.marketo.breaker import CircuitBreaker
 from gateway.mirror import MirrorSync
 from gateway.salesforce.outbox import drain_outbox
 from gateway.store import DELIVERY_RETENTION, utcnow
@@ -77,7 +80,7 @@ def run_worker(gate: Gate, stop: threading.Event, owner: str | None = None) -> N
             pause = run_step("mirror sync", rounds.run, on_error=rounds.failed)
             run_step("webhook delivery pruning", lambda: prune_deliveries(gate))
             drain_outbox(gate)  # Tasks and opt-outs owed to Salesforce; never raises
-            stop.wait(pause)
+            rounds.wait(stop, pause)
     emit("mirror.worker_stopped", owner=sync.owner)
 
 
@@ -120,10 +123,25 @@ class SyncRounds:
 
     def failed(self) -> float:
         pause = self.backoff.next()
-        breaker = getattr(self.gate.marketo, "breaker", None)
+        breaker = self._breaker()
         if breaker is not None and breaker.is_open:
             pause = max(breaker.seconds_until_probe(), 0.5)  # trying sooner would be refused without a call
         return pause
+
+    def wait(self, stop: threading.Event, pause: float | None) -> None:
+        """Wait until the next round; while Marketo's circuit is open, only until another process's probe
+        closes it: the mirror resyncs the moment Marketo is known to be back, not at this worker's next try."""
+        breaker = self._breaker()
+        pause = pause or 0.0
+        if breaker is None or not breaker.is_open:
+            stop.wait(pause)
+            return
+        until = time.monotonic() + pause
+        while breaker.is_open and not stop.is_set() and (remaining := until - time.monotonic()) > 0:
+            stop.wait(min(remaining, breaker.follow_seconds))
+
+    def _breaker(self) -> CircuitBreaker | None:
+        return getattr(self.gate.marketo, "breaker", None)
 
     def wait_for_lease(self) -> float:
         """Another worker holds the lease: say so once per holder, and ask again every third of a lease."""

@@ -179,11 +179,22 @@ class SalesforceStatusSchema(Schema):
     recent_failures = fields.List(fields.Nested(OutboxFailureSchema))
 
 
+class MarketoCircuitSchema(Schema):
+    open = fields.Boolean(attribute="is_open", metadata={
+        "description": "Marketo kept failing: live lookups and the sync are answered by policy without calling it, "
+                       "except one probe for the whole app every GATEWAY_MARKETO_PROBE_SECONDS."})
+    opened_at = fields.DateTime(allow_none=True, metadata={"description": "When it last opened."})
+    next_probe_at = fields.DateTime(allow_none=True, metadata={"description": "While open: the next probe's time."})
+    opened_total = fields.Integer(metadata={"description": "Times it opened since the database was created."})
+    probes_total = fields.Integer(metadata={"description": "Probes sent while it was open, all processes together."})
+
+
 class StatusSchema(Schema):
     enabled = fields.Boolean(metadata={"description": "Whether the Marketo check is on; false: every send is allowed "
                                                       "(`check_disabled`) until an admin turns it on."})
     marketo_calls_today = fields.Nested(CallCountsSchema)
     budget = fields.Nested(BudgetSchema)
     quota_exhausted_until = fields.DateTime(allow_none=True)
+    marketo_circuit = fields.Nested(MarketoCircuitSchema)
     mirror = fields.Nested(MirrorStatusSchema)
     salesforce = fields.Nested(SalesforceStatusSchema)

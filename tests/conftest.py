@@ -216,6 +216,9 @@ class FakeClock:
     def __call__(self) -> float:
         return self.now
 
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
 
 def wait_for(condition, timeout: float = 30.0, what: str = "condition", poll: float = 0.05):
     """Poll `condition` until it is truthy (returned) or `timeout` seconds pass: waiting on a condition, not a sleep."""

@@ -9,17 +9,9 @@ import pytest
 from gateway.events import CATALOGUE, emit, mask_address
 from gateway.logs import LOG_FORMATTERS
 from gateway.switch import SwitchWatch
-from tests.conftest import ADMIN, CALLER
+from tests.conftest import ADMIN, CALLER, FakeClock
 
 JANE, BOB = "jane@example.com", "bob@example.com"
-
-
-class FakeClock:
-    def __init__(self):
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture

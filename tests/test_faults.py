@@ -20,8 +20,8 @@ from gateway.marketo.breaker import CLOSED, OPEN, CircuitBreaker
 from gateway.marketo.quota import quota_day
 from gateway.mirror import MirrorSync
 from gateway.store import utcnow
-from gateway.worker import Backoff
-from tests.conftest import CALLER
+from gateway.worker import Backoff, run_worker
+from tests.conftest import CALLER, FakeClock
 from tests.fault_servers import own_postgres, own_redis, wait_for  # noqa: F401 (fixtures)
 
 NOW = datetime.now(timezone.utc)
@@ -34,14 +34,6 @@ def check(client, address, headers=None):
     assert response.status_code == 200, response.get_data(as_text=True)
     answer = response.get_json()
     return answer["decision"], answer["recipients"][0]["checked_via"]
-
-
-class FakeClock:
-    def __init__(self):
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 # --- the pieces ---------------------------------------------------------------------------------------------
@@ -68,6 +60,64 @@ def test_the_breaker_opens_after_a_run_of_failures_and_lets_one_probe_through_pe
     assert breaker.allow()
     breaker.record_success()
     assert breaker.state == CLOSED and breaker.allow() and breaker.allow()
+
+
+def test_the_breaker_is_the_apps_one_process_opens_it_for_all_one_probes_and_an_answer_closes_it_for_all(store):
+    clock = FakeClock()
+    web1, web2, worker = (CircuitBreaker(threshold=3, probe_seconds=60, clock=clock, shared=store.circuit)
+                          for _ in range(3))
+    for _ in range(3):
+        assert web1.allow()
+        web1.record_failure()
+    assert web1.state == OPEN
+    clock.advance(1)  # the others read the shared state at most once a second
+    assert not web2.allow() and not worker.allow(), "opened by web1 for every process"
+    assert worker.is_open and 58 <= worker.seconds_until_probe() <= 60
+
+    clock.advance(60)
+    probes = [breaker.allow() for breaker in (web2, worker, web1, web2)]
+    assert probes.count(True) == 1, "one probe for the app, whoever asks first"
+    web2.record_success()  # Marketo answered web2's probe
+    assert not store.circuit.state().is_open
+    clock.advance(1)
+    assert web1.allow() and worker.allow() and not worker.is_open
+    assert store.circuit.state().opened_total == 1 and store.circuit.state().probes_total == 1
+
+
+def test_while_marketo_fails_the_app_sends_at_most_one_probe_a_minute_however_many_processes_ask(store):
+    clock = FakeClock()
+    processes = [CircuitBreaker(probe_seconds=60, clock=clock, shared=store.circuit) for _ in range(3)]
+    sent = 0
+    for second in range(3600):
+        clock.advance(1)
+        for breaker in processes:  # each process has checks (or a sync) that would call Marketo
+            if breaker.allow():
+                sent += 1
+                breaker.record_failure()
+    probes = store.circuit.state().probes_total
+    assert probes <= 60, "at most one probe a minute for the whole app"
+    assert sent <= probes + 5 * len(processes), "each process's run of failures before it opens; then only probes"
+
+
+def test_without_the_database_each_process_decides_alone_and_says_so_once(caplog):
+    class Unreachable:
+        def __getattr__(self, name):
+            def fail(*args):
+                raise ConnectionError("database away")
+            return fail
+
+    clock = FakeClock()
+    breaker = CircuitBreaker(threshold=2, probe_seconds=60, clock=clock, shared=Unreachable())
+    with caplog.at_level(logging.WARNING, logger="gateway.marketo.breaker"):
+        for _ in range(2):
+            assert breaker.allow()
+            breaker.record_failure()
+        assert not breaker.allow()
+        clock.advance(61)
+        assert breaker.allow(), "its own probe schedule"
+        assert not breaker.allow()
+    said = [r for r in caplog.records if "shared circuit state" in r.getMessage()]
+    assert len(said) == 1 and "ConnectionError" in said[0].getMessage()
 
 
 def test_the_workers_back_off_doubles_up_to_the_sync_interval_and_starts_over_after_a_success():
@@ -152,6 +202,35 @@ def test_a_30_minute_outage_at_6_checks_a_second_leaves_the_budget_whole_and_the
     # The context read before the outage still calls the mirror stale: the address goes to Marketo.
     verdicts = gate.checks.resolve(["someone-new@example.com"], settings, sync, time.monotonic() + 2.75)
     assert verdicts["someone-new@example.com"].checked_via == "live", "new addresses are checked live again"
+
+
+def test_when_a_web_process_probe_finds_marketo_back_the_worker_resyncs_at_once(make_gate, simulator, store):
+    """The worker's own next probe is 5 minutes away; the web's probe, answered, wakes it within seconds."""
+    settings = dict(enabled=True, mirror_load_from=LOAD_FROM, export_poll_seconds=0.01, marketo_probe_seconds=300,
+                    sync_interval=300)
+    worker_gate = make_gate(simulator, **settings).extensions["gate"]
+    web = make_gate(simulator, **settings).test_client()
+    simulator.state.inject_fault(http_status=503)
+    stop = threading.Event()
+    worker = threading.Thread(target=run_worker, args=(worker_gate, stop), daemon=True)
+    worker.start()
+    try:
+        wait_for(lambda: store.circuit.state().is_open, what="the worker's failing sync to open the circuit")
+        wait_for(lambda: store.sync.status().last_error, what="the worker's round to end, failed")
+        assert check(web, "during@example.com") == ("deny", "policy"), "open for the web too, at once"
+
+        simulator.state.clear_faults()
+        simulator.state.add_lead("left@example.com", unsubscribed=True, created_at=NOW - timedelta(days=1))
+        with store.engine.begin() as connection:  # five minutes pass: the next probe is due
+            connection.exec_driver_sql("UPDATE marketo_circuit SET next_probe_at = opened_at")
+        back = utcnow()
+        wait_for(lambda: check(web, "probe@example.com") == ("allow", "live"), what="the web's probe")
+        wait_for(lambda: (s := store.sync.status().last_success_at) and s > back, timeout=10,
+                 what="the worker to resync as soon as the circuit closed")
+        assert check(web, "left@example.com") == ("deny", "mirror")
+    finally:
+        stop.set()
+        worker.join(timeout=30)
 
 
 # --- Redis frozen or gone: the limiter fails open -----------------------------------------------------------

@@ -19,20 +19,9 @@ from gateway.simulators.marketo import (
     seed_demo,
     start_simulator,
 )
-from tests.conftest import wait_for
+from tests.conftest import FakeClock, wait_for
 
 CREDS = {"grant_type": "client_credentials", "client_id": "sim-client", "client_secret": "sim-secret"}
-
-
-class FakeClock:
-    def __init__(self, start: float = 1000.0):
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 class FakeWallClock:

@@ -335,9 +335,12 @@ def test_cleaning_up_empties_every_table_down_to_the_rows_the_migrations_seeded(
     store.outbox.add_opt_outs(["jane@example.com"])
     store.mirror.apply_changes("worker-a", unsubscribed=["bob@example.com"])
     store.mirror.apply_changes("worker-a", subscribed=["bob@example.com"])  # a removal row, for the views
+    store.circuit.trip(1000.0, 1060.0)
     assert all(rows_of_every_table(migrated.engine).values())  # every table of the models holds something now
     restore_rows(migrated.engine, migrated.seeded)
     assert rows_of_every_table(migrated.engine) == migrated.seeded
-    assert {table.name for table, rows in migrated.seeded.items() if rows} == {"gate_settings", "sync_state", "salesforce_state"}
+    assert {table.name for table, rows in migrated.seeded.items() if rows} == {"gate_settings", "sync_state", "salesforce_state",
+                                                                                  "marketo_circuit"}
     assert store.settings.get().marketo_check_enabled is False
+    assert not store.circuit.state().is_open
     assert store.sync.status().load_status == "not_started"

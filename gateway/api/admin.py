@@ -100,6 +100,7 @@ def gate_status() -> dict:
                     "exhausted": counts.lookup >= gate.budget.lookup_limit,  # live lookups are refused
                 },
                 "quota_exhausted_until": gate.marketo.quota_exhausted_until,
+                "marketo_circuit": gate.store.circuit.state(),
                 "mirror": {
                     "mode": "mirror" if fresh else "live",
                     "fresh": fresh,

@@ -10,7 +10,7 @@ from gateway.api.auth import authorize_source, require
 from gateway.api.deadline import request_started
 from gateway.api.errors import ApiError
 from gateway.api.shared import json_body
-from gateway.checks import ANSWER_MARGIN, CheckOutcome
+from gateway.checks import CheckOutcome, live_deadline
 from gateway.decisions import CheckRequest
 from gateway.domain import Source
 from gateway.salesforce.recipients import resolve_record_ids
@@ -60,7 +60,7 @@ def salesforce_callout():
     gate = current_app.extensions["gate"]
     check = load_check(salesforce_schema)
     if check.record_ids():  # ToIds/CcIds/BccIds: addresses from Salesforce, within the check's deadline
-        deadline = started + gate.config.check_timeout - ANSWER_MARGIN
+        deadline = live_deadline(started, gate.config.check_timeout)
         check = resolve_record_ids(check, gate.salesforce, gate.checks, deadline=deadline, now=time.monotonic(),
                                    to_recipient=recipient)
     outcome = gate.checks.run(check, started=started)

@@ -12,6 +12,7 @@
     store.audit         every change of a setting: who, when, old and new            (audit.py)
     store.outbox        Tasks and opt-outs owed to Salesforce                        (outbox.py)
     store.salesforce    how the calls to Salesforce went; the outbox's back-off      (salesforce_state.py)
+    store.circuit       Marketo's circuit breaker, shared by every process           (circuit.py)
 
 A new concern gets its own module with a `Repository` subclass (repository.py) and an attribute here.
 Writes of several repositories that must land together share one transaction:
@@ -31,6 +32,7 @@ from gateway.store.admins import LOCKOUT, MAX_FAILED_SIGN_INS, Admin, AdminExist
 from gateway.store.audit import AuditRepository, Change, RecordedChange
 from gateway.store.blocked_sends import BlockedSendEntry, BlockedSendFilter, BlockedSendsRepository, LoggedBlockedSend
 from gateway.store.calls import CALL_KINDS, QUOTA_KINDS, CallCounts, CallsRepository
+from gateway.store.circuit import CircuitRepository, CircuitState
 from gateway.store.common import IN_CHUNK, as_utc, hash_key, storable_text, utcnow
 from gateway.store.deliveries import DELIVERY_RETENTION, DeliveriesRepository, DeliveryClaim
 from gateway.store.keys import KeysRepository, NewKey, StoredKey
@@ -43,7 +45,7 @@ from gateway.store.sync_state import SYNC_ID, LeaseLost, SyncStateRepository, Sy
 __all__ = [
     "CALL_KINDS", "DELIVERY_RETENTION", "IN_CHUNK", "QUOTA_KINDS", "SETTINGS_ID", "SYNC_ID",
     "LOCKOUT", "MAX_FAILED_SIGN_INS", "Admin", "AdminExists", "BlockedSendFilter", "Change", "RecordedChange",
-    "BlockedSendEntry", "CallCounts", "DeliveryClaim", "LeaseLost", "LoggedBlockedSend", "NewKey", "OutboxEntry",
+    "BlockedSendEntry", "CallCounts", "CircuitState", "DeliveryClaim", "LeaseLost", "LoggedBlockedSend", "NewKey", "OutboxEntry",
     "OutboxSummary", "OutboxTask", "SalesforceStatus", "Settings",
     "Store", "StoredKey", "SyncStatus",
     "as_utc", "hash_key", "storable_text", "utcnow",
@@ -68,6 +70,7 @@ class Store:
         self.audit = AuditRepository(self.session)
         self.outbox = OutboxRepository(self.session)
         self.salesforce = SalesforceStateRepository(self.session)
+        self.circuit = CircuitRepository(self.session)
 
     def transaction(self) -> AbstractContextManager[Session]:
         """One transaction for several repositories' writes, committed when the block ends without an error."""

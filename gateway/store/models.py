@@ -138,6 +138,20 @@ class SyncState(Base):
     mirror_reset_version: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0, server_default="0")
 
 
+class MarketoCircuit(Base):
+    """One row (id 1): Marketo's circuit breaker as every process of the app sees it (gateway/marketo/breaker.py)."""
+
+    __tablename__ = "marketo_circuit"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    is_open: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    opened_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # While open: the earliest moment the next probe may be sent, by whichever process claims it first.
+    next_probe_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    opened_total: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0, server_default="0")
+    probes_total: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0, server_default="0")
+
+
 class MarketoCalls(Base):
     """Calls made to Marketo on one quota day (US Central), by kind; `used` is what counts against the quota."""
 
