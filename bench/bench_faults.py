@@ -248,6 +248,11 @@ def marketo_outage(run: Run, args) -> str:
     open_loop(web, 6, args.outage, lambda n: f"out{n}@example.com")
     calls = request(sim, "GET", "/_sim/stats")[1]["rest_calls"] - before_calls
     (used_after,), = run.sql(db, "SELECT coalesce(sum(used), 0) FROM marketo_calls")
+    try:  # the app-wide breaker's own count (a tree before it has no such table)
+        (probes,), = run.sql(db, "SELECT probes_total FROM marketo_circuit")
+        probes = f" ({probes} of them probes, {60 * probes / (args.outage / 60):.0f} an hour)"
+    except Exception:
+        probes = ""
     request(sim, "DELETE", "/_sim/faults")
     back = time.time()
     request(sim, "POST", "/_sim/unsubscribe", {"email": "seed1@example.com"})
@@ -259,7 +264,7 @@ def marketo_outage(run: Run, args) -> str:
         resync = f"NO resync within 180 s ({(error or '')[:60]})"
     live = [check(web, f"after{i}@example.com")[1] for i in range(3)]
     run.stop(worker)
-    return (f"Marketo 503 for {args.outage:.0f} s at 6 checks/s: {calls} calls reached Marketo, "
+    return (f"Marketo 503 for {args.outage:.0f} s at 6 checks/s: {calls} calls reached Marketo{probes}, "
             f"{used_after - used_before} charged to the budget; {resync}; new addresses then: {'/'.join(map(str, live))}")
 
 

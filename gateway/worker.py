@@ -29,6 +29,9 @@ from gateway.switch import watch_switch
 log = logging.getLogger(__name__)
 
 FIRST_RETRY = 1.0  # seconds before the first retry of a failed round; doubles up to the sync interval
+# Re-subscribes kept for the web processes' views to follow (gateway/mirror_view.py): a view a second behind
+# needs the last second's, far fewer than this; one further behind rebuilds.
+REMOVALS_KEPT = 10_000
 
 
 class Backoff:
@@ -79,6 +82,7 @@ def run_worker(gate: Gate, stop: threading.Event, owner: str | None = None) -> N
         while not stop.is_set():
             pause = run_step("mirror sync", rounds.run, on_error=rounds.failed)
             run_step("webhook delivery pruning", lambda: prune_deliveries(gate))
+            run_step("mirror removals pruning", lambda: gate.store.mirror.prune_removals(keep=REMOVALS_KEPT))
             drain_outbox(gate)  # Tasks and opt-outs owed to Salesforce; never raises
             rounds.wait(stop, pause)
     emit("mirror.worker_stopped", owner=sync.owner)

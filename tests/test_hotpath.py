@@ -208,6 +208,27 @@ def test_a_reset_mirror_is_rebuilt_in_every_view(store):
     assert {a for a in ["jane@example.com", "bob@example.com"] if a in view.hashes} == {"bob@example.com"}
 
 
+def test_pruned_re_subscribes_are_kept_for_views_that_follow_and_a_view_left_behind_rebuilds(store):
+    hold_lease(store)
+    people = [f"p{n}@example.com" for n in range(6)]
+    store.mirror.apply_changes(WORKER, unsubscribed=people)
+    following, left_behind = (MirrorView(store.mirror, build_in_background=False) for _ in range(2))
+    following.refresh(), left_behind.refresh()
+    for n, person in enumerate(people[:5]):  # five re-subscribes, one change each
+        store.mirror.apply_changes(WORKER, subscribed=[person])
+        if n < 4:
+            following.refresh()  # one view keeps up; the other was asleep all along
+
+    assert store.mirror.prune_removals(keep=2) == 3
+    followed = following.hashes
+    for view in (following, left_behind):
+        view.refresh()
+        assert {person for person in people if person in view.hashes} == {people[5]}
+    assert left_behind.version == following.version == store.mirror.version().version
+    assert following.hashes is followed, "a view that kept up is not rebuilt"
+    assert store.mirror.prune_removals(keep=2) == 0
+
+
 def test_a_view_built_in_the_background_answers_from_the_database_meanwhile(store):
     hold_lease(store)
     store.mirror.apply_changes(WORKER, unsubscribed=["jane@example.com"])

@@ -28,7 +28,7 @@ SNAPSHOT_BATCH = 10_000  # rows fetched at a time when a view reads the whole mi
 @dataclass(frozen=True)
 class MirrorVersion:
     version: int  # the last mirror write
-    reset_version: int  # the last clear: a view older than this must be rebuilt from scratch
+    reset_version: int  # the last clear or removals pruned: a view older than this must be rebuilt
 
 
 @dataclass(frozen=True)
@@ -88,6 +88,23 @@ class MirrorRepository(Repository):
             session.execute(delete(MirrorRemoval))  # every view rebuilds after a reset: the removals are moot
             version = next_mirror_version(session)
             session.execute(update(SyncState).where(SyncState.id == SYNC_ID).values(mirror_reset_version=version))
+
+    def prune_removals(self, keep: int) -> int:
+        """Drop all but about the newest `keep` removal rows; a view older than what is dropped rebuilds.
+
+        Views follow the sequence every second, so only a view that fell far behind (a process stopped for
+        a long while) needs a dropped row; raising `mirror_reset_version` to the newest dropped version makes
+        it rebuild, as after a clear. Returns how many rows were dropped."""
+        with self._writing() as session:
+            newest_dropped = session.scalar(
+                select(MirrorRemoval.version).order_by(MirrorRemoval.version.desc()).offset(keep).limit(1))
+            if newest_dropped is None:
+                return 0
+            dropped = session.execute(delete(MirrorRemoval).where(MirrorRemoval.version <= newest_dropped)).rowcount
+            session.execute(update(SyncState).where(SyncState.id == SYNC_ID,
+                                                    SyncState.mirror_reset_version < newest_dropped)
+                            .values(mirror_reset_version=newest_dropped))
+            return dropped
 
     # What in-process views read ---------------------------------------------------------------------------
 
