@@ -47,11 +47,13 @@ REDIS_TIMEOUT = 0.5  # seconds; a slow Redis must not eat the caller's deadline 
 API_CSP = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
 PAGE_FALLBACK_CSP = "object-src 'none'; base-uri 'none'; frame-ancestors 'none'"  # an HTML page that set none
 HSTS = "max-age=31536000"
-SECURITY_HEADERS = {
-    "X-Content-Type-Options": "nosniff",
-    "X-Frame-Options": "DENY",
-    "Referrer-Policy": "no-referrer",
-}
+# On every answer that did not set its own: (lower-cased name, name, value).
+DEFAULT_HEADERS = (
+    ("x-content-type-options", "X-Content-Type-Options", "nosniff"),
+    ("x-frame-options", "X-Frame-Options", "DENY"),
+    ("referrer-policy", "Referrer-Policy", "no-referrer"),
+    ("cache-control", "Cache-Control", "no-store"),
+)
 
 
 def init_app(app: Flask, config: GateConfig) -> None:
@@ -97,19 +99,20 @@ def caller_identity() -> str:
     here the same way (auth.authenticate). An unknown key counts against the address it comes from, so
     guessing keys is limited too. This never raises: a database error is left for `require` to answer (503).
     """
-    principal = g.get("principal")
-    if principal is None and (key := bearer_key()) is not None:
+    principal = None
+    if (key := bearer_key()) is not None:
         try:
             principal = authenticate(key)
         except SQLAlchemyError:
-            principal = None
+            pass
     return f"key:{principal.name}" if principal is not None else f"addr:{request.remote_addr or 'unknown'}"
 
 
 def _not_limited() -> bool:
     # A request no view answers (404, 405) is not counted, nor a preflight (it carries no key and does no work),
     # nor the platform's health check.
-    return request.endpoint is None or request.method == "OPTIONS" or request.blueprint == "health"
+    endpoint = request.endpoint
+    return endpoint is None or endpoint.startswith("health.") or request.method == "OPTIONS"
 
 
 class CallerRateLimiter:
@@ -250,17 +253,15 @@ def retry_after_seconds(window_end: float | None) -> int:
 def secure_headers(response, vary_origin_on: tuple[str, ...] = ()):
     headers = response.headers
     present = {name.lower() for name, _ in headers}  # one pass: a miss in Headers costs an exception per name
-    for name, value in SECURITY_HEADERS.items():
-        if name.lower() not in present:
+    for lower, name, value in DEFAULT_HEADERS:
+        if lower not in present:
             headers.add(name, value)
-    if "cache-control" not in present:
-        headers.add("Cache-Control", "no-store")
     # An HTML page (the docs) sets the policy its scripts and styles need; all else is data and may load nothing.
     if "content-security-policy" not in present:
         is_page = response.mimetype == "text/html" and request.method != "OPTIONS"
         headers.add("Content-Security-Policy", PAGE_FALLBACK_CSP if is_page else API_CSP)
     if request.is_secure and "strict-transport-security" not in present:
         headers.add("Strict-Transport-Security", HSTS)
-    if request.path in vary_origin_on:
+    if vary_origin_on and request.path in vary_origin_on:
         response.vary.add("Origin")  # the CORS headers depend on the Origin asked from: no cache may mix them
     return response
