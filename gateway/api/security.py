@@ -22,7 +22,7 @@ import re
 import threading
 import time
 
-from flask import Flask, g, request
+from flask import Flask, request
 from flask_cors import CORS
 from limits import RateLimitItem, parse_many
 from limits.storage import MemoryStorage, storage_from_string
@@ -136,7 +136,7 @@ class CallerRateLimiter:
 
     def __init__(self, rate_limit: str, storage_uri: str, storage_options: dict, key_prefix: str):
         self.limits = sorted(parse_many(rate_limit))  # shortest window first, as Flask-Limiter counted them
-        self.key_prefix = key_prefix
+        self.key_prefix = (key_prefix,) if key_prefix else ()  # as Flask-Limiter: no empty key segment
         self.storage = storage_from_string(storage_uri, **storage_options)
         self.counter = FixedWindowRateLimiter(self.storage)
         shared = not isinstance(self.storage, MemoryStorage)
@@ -152,7 +152,7 @@ class CallerRateLimiter:
         """Count one request of `caller`. Over a limit: that limit and when its window ends (epoch seconds;
         None when the storage cannot say). Never raises."""
         counter = self._live_counter()
-        args = (self.key_prefix, caller, self.SCOPE)
+        args = (*self.key_prefix, caller, self.SCOPE)
         try:
             for limit in self.limits:
                 if not counter.hit(limit, *args):
@@ -177,7 +177,7 @@ class CallerRateLimiter:
         if self._probe_due() and self.storage.check():
             self.storage_dead = False
             self._probes = 0
-            log.info("rate-limit storage answers again: counting in it")
+            log.info("rate-limit storage answers again: every process counts in it")
             return self.counter
         return self.in_process
 
