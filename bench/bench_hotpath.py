@@ -2,13 +2,15 @@
 
     apt-get install -y wrk          # Debian's wrk: the load generator (bench/loadgen.py is slower than the gate)
     .venv/bin/python bench/bench_hotpath.py [--duration 10] [--rounds 3] [--mirror 1000000] [--connections 32]
+    .venv/bin/python bench/bench_hotpath.py --rate-limit 1000000/minute --duration 8 --rounds 3
+                                    # the README's figures: the rate limiter on, counting in the process (no REDIS_URL)
 
 What it does:
 
 1. migrates a fresh database (SQLite in a temp dir, or --database-url), loads --mirror addresses into the mirror,
    marks the load complete and turns the Marketo check on (no Marketo is needed: the mirror answers);
 2. starts the gate (`app:app`) and the bare app (`bench.bare_app:app`), each under gunicorn with the project's own
-   gunicorn.conf.py (its worker class, workers, threads and access log) and the same environment;
+   gunicorn.conf.py (its gevent workers and access log) and the same environment;
 3. waits for every gate worker to build its in-process view of the mirror, and reads each worker's memory;
 4. drives both with wrk (bench/hotpath.lua: a POST body per request, cycling over --addresses recipients, and the
    bearer header), alternately: bare, gate, bare, gate, ...; prints req/s and p99 per round and the ratios;

@@ -181,7 +181,7 @@ def _is_origin(value: str) -> bool:
 
 
 def parse_rate_limit(raw: str | None) -> str | None:
-    """Flask-Limiter's notation ("600 per minute", "10/second;600/minute"); "off" turns limits off."""
+    """The `limits` library's notation ("600 per minute", "10/second;600/minute"); "off" turns limits off."""
     raw = (raw or "").strip()
     if not raw:
         return DEFAULT_RATE_LIMIT

@@ -84,18 +84,37 @@ MARKETO_OUTCOMES = (
 
 def count_check(source: str, workflow: str, denied: bool, verdicts: Collection, invalid: int, seconds: float) -> None:
     """One check: `verdicts` are the chain's Verdicts, one per address; `invalid` addresses the schema refused."""
-    CHECKS.labels(source, workflow, "deny" if denied else "allow").inc()
-    CHECK_SECONDS.labels(source).observe(seconds)
-    # Tallied by identity (a C-speed pass: the chain hands out shared Verdict objects), then by value over those
-    # few groups; a few increments per check, however many addresses.
+    _child(CHECKS, source, workflow, "deny" if denied else "allow").inc()
+    _child(CHECK_SECONDS, source).observe(seconds)
+    for verdict, count in _tally(verdicts).items():
+        _child(CHECKED_ADDRESSES, source, workflow, verdict.decision, verdict.reason_code, verdict.checked_via).inc(count)
+    if invalid:
+        _child(CHECKED_ADDRESSES, source, workflow, "deny", "invalid_address", "validation").inc(invalid)
+
+
+def _tally(verdicts: Collection) -> dict:
+    """How many addresses got each verdict. Tallied by identity (a C-speed pass: the chain hands out shared
+    Verdict objects), then by value over those few groups; most checks have one group, however many addresses."""
     by_id = dict(zip(map(id, verdicts), verdicts))
+    if len(by_id) == 1:
+        return dict.fromkeys(by_id.values(), len(verdicts))
     by_value: Tally = Tally()
     for key, count in Tally(map(id, verdicts)).items():
         by_value[by_id[key]] += count
-    for verdict, count in by_value.items():
-        CHECKED_ADDRESSES.labels(source, workflow, verdict.decision, verdict.reason_code, verdict.checked_via).inc(count)
-    if invalid:
-        CHECKED_ADDRESSES.labels(source, workflow, "deny", "invalid_address", "validation").inc(invalid)
+    return by_value
+
+
+# Labelled series by (metric, *labels), so a check pays a dict lookup, not labels()'s lock and str() of each
+# label; prometheus-client keeps the same objects in the metric (its values notice a fork themselves).
+_children: dict[tuple, object] = {}
+
+
+def _child(metric, *labels):
+    key = (metric, *labels)
+    child = _children.get(key)
+    if child is None:
+        child = _children.setdefault(key, metric.labels(*labels))
+    return child
 
 
 def marketo_outcome(error: MarketoError | None) -> str:

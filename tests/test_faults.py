@@ -269,7 +269,7 @@ def test_a_redis_fault_lets_checks_through_never_a_500_logged_once(make_gate, si
     if fault == "frozen":  # every request already talking to Redis times out: those are let through
         assert rate_limit_fail_opens(app) >= 1
         assert len(warnings) == 1, "logged once per outage, not once per request"
-    else:  # refused at once: Flask-Limiter counts in memory from then on, and only racing requests fail open
+    else:  # refused at once: the process counts in memory from then on, and only racing requests fail open
         assert len(warnings) <= 1
 
 

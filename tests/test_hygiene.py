@@ -119,7 +119,7 @@ def test_admin_endpoints_refuse_caller_keys(client, store):
 
 
 # Loggers that set their own level and so would not pass DEBUG records on just because the root logger does.
-CHATTY_LOGGERS = ("gateway", "flask_cors", "flask-limiter", "werkzeug", "urllib3", "requests")
+CHATTY_LOGGERS = ("gateway", "flask_cors", "limits", "werkzeug", "urllib3", "requests")
 
 
 @pytest.mark.parametrize("stored_key", [False, True], ids=["env-key", "stored-key"])

@@ -90,7 +90,7 @@ def test_a_gate_without_marketo_answers_by_its_failure_policy(make_gate):
 
 
 def test_the_worker_loads_none_of_the_web_app_s_guards():
-    """The worker builds its gate (and the log filter) without Flask-Limiter or Flask-Cors."""
+    """The worker builds its gate (and the log filter) without the rate limiter (`limits`) or Flask-Cors."""
     code = (
         "import sys\n"
         "from gateway import build_gate\n"
@@ -98,7 +98,7 @@ def test_the_worker_loads_none_of_the_web_app_s_guards():
         "import gateway.worker\n"
         "build_gate(GateConfig(database_url='sqlite://', secret_key='x', marketo_base_url='http://127.0.0.1:9',"
         " marketo_client_id='id', marketo_client_secret='secret'))\n"
-        "print(sorted(m for m in ('flask_limiter', 'flask_cors', 'gateway.api') if m in sys.modules))\n"
+        "print(sorted(m for m in ('limits', 'flask_cors', 'gateway.api') if m in sys.modules))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
     assert out.stdout.strip() == "[]"

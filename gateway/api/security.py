@@ -5,10 +5,11 @@
 - CORS (Flask-Cors): only the exact origins in GATEWAY_CORS_ORIGINS, only on the endpoints a browser add-in
   or web page calls (`CORS_PATHS`), only POST with `Authorization` and `Content-Type`, never cookies. A
   preflight (`OPTIONS`) is answered by Flask without running the view, so it needs no key and checks nothing.
-- Rate limits (Flask-Limiter): one budget per caller key across all endpoints (GATEWAY_RATE_LIMIT), counted
-  in Redis when REDIS_URL is set so every process shares it, in the process otherwise. Over it: `429`
-  `rate_limited` with `Retry-After`, before the view runs, so nothing is checked or written. When the
-  storage fails (Redis down or frozen), the request is let in unlimited (`FailOpenLimiter`), never a 500.
+- Rate limits (`limits`, `CallerRateLimiter`): one budget per caller key across all endpoints
+  (GATEWAY_RATE_LIMIT), counted in Redis when REDIS_URL is set so every process shares it, in the process
+  otherwise. Over it: `429` `rate_limited` with `Retry-After`, before the view runs, so nothing is checked or
+  written. When Redis fails, each process counts alone; a request caught in the failure is let in unlimited,
+  never a 500.
 - Headers: nosniff, no framing, no referrer, no caching, a locked-down CSP on everything but HTML pages
   (which bring their own), HSTS on HTTPS. Behind a proxy (GATEWAY_TRUST_PROXY), werkzeug's ProxyFix makes
   `X-Forwarded-For`/`-Proto` the client's address and scheme.
@@ -21,14 +22,16 @@ import re
 import threading
 import time
 
-from flask import Flask, g, request
+from flask import Flask, request
 from flask_cors import CORS
-from flask_limiter import Limiter, RequestLimit
-from flask_limiter.errors import RateLimitExceeded
+from limits import RateLimitItem, parse_many
+from limits.storage import MemoryStorage, storage_from_string
+from limits.strategies import FixedWindowRateLimiter
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from gateway.api import limiter_storage  # noqa: F401  (registers gate-memory://)
+from gateway.api import limiter_storage  # registers gate-memory://
+from gateway.api.auth import authenticate, bearer_key
 from gateway.api.errors import error_response
 from gateway.config import GateConfig
 from gateway.metrics import count_rate_limited
@@ -44,11 +47,13 @@ REDIS_TIMEOUT = 0.5  # seconds; a slow Redis must not eat the caller's deadline 
 API_CSP = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
 PAGE_FALLBACK_CSP = "object-src 'none'; base-uri 'none'; frame-ancestors 'none'"  # an HTML page that set none
 HSTS = "max-age=31536000"
-SECURITY_HEADERS = {
-    "X-Content-Type-Options": "nosniff",
-    "X-Frame-Options": "DENY",
-    "Referrer-Policy": "no-referrer",
-}
+# On every answer that did not set its own: (lower-cased name, name, value).
+DEFAULT_HEADERS = (
+    ("x-content-type-options", "X-Content-Type-Options", "nosniff"),
+    ("x-frame-options", "X-Frame-Options", "DENY"),
+    ("referrer-policy", "Referrer-Policy", "no-referrer"),
+    ("cache-control", "Cache-Control", "no-store"),
+)
 
 
 def init_app(app: Flask, config: GateConfig) -> None:
@@ -90,61 +95,112 @@ def init_cors(app: Flask, origins: tuple[str, ...]) -> None:
 def caller_identity() -> str:
     """The rate-limit key: the caller key's name when the request carries a known key, else the client address.
 
-    Flask-Limiter counts before the view runs, before `require` sets `g.principal`, so the key is looked up
+    The limiter counts before the view runs, before `require` sets `g.principal`, so the key is looked up
     here the same way (auth.authenticate). An unknown key counts against the address it comes from, so
     guessing keys is limited too. This never raises: a database error is left for `require` to answer (503).
     """
-    cached = g.get("_rate_limit_identity")
-    if cached:
-        return cached
-    from gateway.api.auth import authenticate, bearer_key
-
-    principal = g.get("principal")
-    if principal is None and (key := bearer_key()) is not None:
+    principal = None
+    if (key := bearer_key()) is not None:
         try:
             principal = authenticate(key)
         except SQLAlchemyError:
-            principal = None
-    identity = f"key:{principal.name}" if principal is not None else f"addr:{request.remote_addr or 'unknown'}"
-    g._rate_limit_identity = identity
-    return identity
+            pass
+    return f"key:{principal.name}" if principal is not None else f"addr:{request.remote_addr or 'unknown'}"
 
 
 def _not_limited() -> bool:
-    # A preflight carries no key and does no work; the health check is the platform's.
-    return request.method == "OPTIONS" or request.blueprint == "health"
+    # A request no view answers (404, 405) is not counted, nor a preflight (it carries no key and does no work),
+    # nor the platform's health check.
+    endpoint = request.endpoint
+    return endpoint is None or endpoint.startswith("health.") or request.method == "OPTIONS"
 
 
-class FailOpenLimiter(Limiter):
-    """Flask-Limiter that lets a request through when its storage fails, rather than answering 500.
+class CallerRateLimiter:
+    """One budget per caller across every endpoint (GATEWAY_RATE_LIMIT), counted by `limits`' fixed windows.
 
-    Flask-Limiter falls back to counting in memory when Redis fails, but only the request that noticed
-    first: others already talking to a frozen or dying Redis raise. A rate limit protects the gate; it
-    must not become the reason a check is not run. So any storage error lets that request in, counted in
-    `fail_opens` (for the metrics) and logged once per outage.
+    Flask-Limiter (built on the same `limits`) did this, but resolved its decorated, blueprint and default
+    limits and their exemptions on every request: about 0.25 ms of CPU per check, as much as the rest of the
+    gate's own work. The gate has only this one application-wide budget, so it counts it directly, under the
+    keys Flask-Limiter used (`LIMITER/<prefix>/<caller>/global/...`: counts carry over a deploy), with its
+    fallback:
+
+    - Redis fails while it was answering: from then on this process counts alone, in memory, and asks Redis
+      again after 1, 2, 4 ... 32 s (then from 1 s again) until it answers.
+    - A request still talking to a Redis another request already found failing is let in unlimited, counted in
+      `fail_opens` (for the metrics) and logged once per outage: a rate limit protects the gate; it must not
+      become the reason a check is not run, nor a 500.
     """
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.fail_opens = 0  # requests let in unlimited because the storage failed, since the process started
-        self.storage_failing = False
-        self._fail_open_lock = threading.Lock()
+    SCOPE = "global"  # Flask-Limiter's scope for an application-wide limit
+    MAX_PROBE_EXPONENT = 5
 
-    def _check_request_limit(self, callable_name: str | None = None, in_middleware: bool = True) -> None:
+    def __init__(self, rate_limit: str, storage_uri: str, storage_options: dict, key_prefix: str):
+        self.limits = sorted(parse_many(rate_limit))  # shortest window first, as Flask-Limiter counted them
+        self.key_prefix = (key_prefix,) if key_prefix else ()  # as Flask-Limiter: no empty key segment
+        self.storage = storage_from_string(storage_uri, **storage_options)
+        self.counter = FixedWindowRateLimiter(self.storage)
+        shared = not isinstance(self.storage, MemoryStorage)
+        self.in_process = FixedWindowRateLimiter(limiter_storage.SweepingMemoryStorage()) if shared else None
+        self.storage_dead = False  # counting in process until the storage answers a probe
+        self.storage_failing = False  # a request was let in unlimited since the storage last answered
+        self.fail_opens = 0  # requests let in unlimited because the storage failed, since the process started
+        self._lock = threading.Lock()
+        self._probed_at = time.time()
+        self._probes = 0
+
+    def over_limit(self, caller: str) -> tuple[RateLimitItem, float | None] | None:
+        """Count one request of `caller`. Over a limit: that limit and when its window ends (epoch seconds;
+        None when the storage cannot say). Never raises."""
+        counter = self._live_counter()
+        args = (*self.key_prefix, caller, self.SCOPE)
         try:
-            super()._check_request_limit(callable_name, in_middleware)
-        except RateLimitExceeded:
-            raise
+            for limit in self.limits:
+                if not counter.hit(limit, *args):
+                    return limit, self._window_end(counter, limit, args)
         except Exception as error:
+            if counter is self.counter and self.in_process is not None and not self.storage_dead:
+                self.storage_dead = True
+                log.warning("rate-limit storage unreachable (%s): this process counts alone until it answers",
+                            type(error).__name__)
+                return self.over_limit(caller)
             self._record_fail_open(error)
-        else:
-            if self.storage_failing and not self._storage_dead:
-                with self._fail_open_lock:
-                    self.storage_failing = False
-                log.info("rate-limit storage answers again: limits are enforced")
+            return None
+        if counter is self.counter and self.storage_failing:
+            with self._lock:
+                self.storage_failing = False
+            log.info("rate-limit storage answers again: limits are enforced")
+        return None
+
+    def _live_counter(self) -> FixedWindowRateLimiter:
+        if not self.storage_dead:
+            return self.counter
+        if self._probe_due() and self.storage.check():
+            self.storage_dead = False
+            self._probes = 0
+            log.info("rate-limit storage answers again: every process counts in it")
+            return self.counter
+        return self.in_process
+
+    def _probe_due(self) -> bool:
+        now = time.time()
+        if self._probes > self.MAX_PROBE_EXPONENT:
+            self._probes = 0
+        if now - self._probed_at <= 2 ** self._probes:
+            return False
+        self._probed_at = now
+        self._probes += 1
+        return True
+
+    @staticmethod
+    def _window_end(counter: FixedWindowRateLimiter, limit: RateLimitItem, args: tuple) -> float | None:
+        try:
+            return counter.get_window_stats(limit, *args).reset_time
+        except Exception:  # the storage failed between counting and answering: a guess beats a 500
+            log.warning("could not read the rate-limit window; answering Retry-After: 1")
+            return None
 
     def _record_fail_open(self, error: Exception) -> None:
-        with self._fail_open_lock:
+        with self._lock:
             self.fail_opens += 1
             first = not self.storage_failing
             self.storage_failing = True
@@ -164,40 +220,31 @@ def init_rate_limits(app: Flask, config: GateConfig) -> None:
         storage_options = {"socket_connect_timeout": REDIS_TIMEOUT, "socket_timeout": REDIS_TIMEOUT}
     else:
         storage_uri, storage_options = "gate-memory://", {}  # gateway/api/limiter_storage.py
-    limiter = FailOpenLimiter(
-        caller_identity,
-        application_limits=[config.rate_limit],  # one budget per caller, shared by every endpoint
-        storage_uri=storage_uri,
-        storage_options=storage_options,
-        strategy="fixed-window",
-        key_prefix=config.rate_limit_key_prefix,
-        headers_enabled=False,  # X-RateLimit-* would cost a storage round trip on every answer
-        in_memory_fallback_enabled=True,  # Redis down: each process counts alone rather than failing checks
-    )
-    limiter.request_filter(_not_limited)
-    limiter.init_app(app)
+    limiter = CallerRateLimiter(config.rate_limit, storage_uri, storage_options, config.rate_limit_key_prefix)
     app.extensions["gate_limiter"] = limiter
 
-    @app.errorhandler(RateLimitExceeded)
-    def _rate_limited(error: RateLimitExceeded):
+    @app.before_request
+    def _count_request():
+        """Over the limit: 429 before the view runs, so nothing is checked or written."""
+        if _not_limited():
+            return None
+        over = limiter.over_limit(caller_identity())
+        if over is None:
+            return None
+        limit, window_end = over
         count_rate_limited()
-        wait = retry_after_seconds(limiter.current_limit)
+        wait = retry_after_seconds(window_end)
         return error_response(
             429, "rate_limited",
-            f"Too many requests from this caller (limit: {error.description}); try again in {wait} s.",
+            f"Too many requests from this caller (limit: {limit}); try again in {wait} s.",
             headers={"Retry-After": str(wait)},
         )
 
 
-def retry_after_seconds(limit: RequestLimit | None) -> int:
-    if limit is None:
+def retry_after_seconds(window_end: float | None) -> int:
+    if window_end is None:
         return 1
-    try:
-        reset_at = limit.window[0]
-    except Exception:  # the storage failed between counting and answering: a guess beats a 500
-        log.warning("could not read the rate-limit window; answering Retry-After: 1")
-        return 1
-    return max(1, math.ceil(reset_at - time.time()))
+    return max(1, math.ceil(window_end - time.time()))
 
 
 # --- headers ------------------------------------------------------------------------------------------------
@@ -206,17 +253,15 @@ def retry_after_seconds(limit: RequestLimit | None) -> int:
 def secure_headers(response, vary_origin_on: tuple[str, ...] = ()):
     headers = response.headers
     present = {name.lower() for name, _ in headers}  # one pass: a miss in Headers costs an exception per name
-    for name, value in SECURITY_HEADERS.items():
-        if name.lower() not in present:
+    for lower, name, value in DEFAULT_HEADERS:
+        if lower not in present:
             headers.add(name, value)
-    if "cache-control" not in present:
-        headers.add("Cache-Control", "no-store")
     # An HTML page (the docs) sets the policy its scripts and styles need; all else is data and may load nothing.
     if "content-security-policy" not in present:
         is_page = response.mimetype == "text/html" and request.method != "OPTIONS"
         headers.add("Content-Security-Policy", PAGE_FALLBACK_CSP if is_page else API_CSP)
     if request.is_secure and "strict-transport-security" not in present:
         headers.add("Strict-Transport-Security", HSTS)
-    if request.path in vary_origin_on:
+    if vary_origin_on and request.path in vary_origin_on:
         response.vary.add("Origin")  # the CORS headers depend on the Origin asked from: no cache may mix them
     return response
