@@ -90,3 +90,37 @@ def test_on_a_dyno_heroku_redis_tls_url_is_used_without_certificate_checks():
     assert chosen.redis_url == "rediss://h:6380/0?ssl_cert_reqs=required"
     assert load_config({**base, "REDIS_URL": "rediss://h:6380"}).redis_url == "rediss://h:6380"
     assert load_config({**base, "DYNO": "web.1", "REDIS_URL": "redis://h:6379"}).redis_url == "redis://h:6379"
+
+
+def test_gunicorns_gevent_workers_start_without_a_monkey_patch_warning(tmp_path):
+    """gunicorn's master leaves the gate to `gateway prepare` in a child, so nothing imported ssl or requests
+    before each gevent worker patches them: no MonkeyPatchWarning, and TLS to Marketo on patched sockets."""
+    import socket
+
+    import requests
+
+    from tests.conftest import wait_for
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    clean = {key: value for key, value in os.environ.items()
+             if not key.startswith(("MARKETO_", "GATEWAY_", "SECRET_KEY", "DATABASE_URL", "REDIS_URL", "PROMETHEUS_"))}
+    env = {**clean, "PORT": str(port), "SECRET_KEY": "s", "DATABASE_URL": f"sqlite:///{tmp_path / 'gate.sqlite3'}"}
+    process = subprocess.Popen([sys.executable, "-m", "gunicorn", "--config", str(ROOT / "gunicorn.conf.py"), "app:app"],
+                               env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    def answers() -> bool:
+        try:
+            return requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200
+        except requests.RequestException:
+            return process.poll() is not None
+
+    try:
+        wait_for(answers, timeout=30, what="gunicorn to answer")
+    finally:
+        process.terminate()
+        output = process.communicate(timeout=30)[0]
+    assert "Using worker: gevent" in output
+    assert "Booting worker" in output
+    assert "MonkeyPatchWarning" not in output
