@@ -99,9 +99,6 @@ def create_app(config: GateConfig | None = None) -> Flask:
     config = config or load_config()
     app.config.update(SECRET_KEY=config.secret_key, MAX_CONTENT_LENGTH=config.max_content_length)
     app.json.sort_keys = False
-    from gateway.api.sessions import CookieSessions
-
-    app.session_interface = CookieSessions()
     configure_logging(config.log_format)
     app.extensions["gate"] = build_gate(config)
 
