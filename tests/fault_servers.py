@@ -13,13 +13,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from tests.conftest import IN_CI, wait_for
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from tests.conftest import IN_CI, free_port, wait_for
 
 
 def missing(reason: str):

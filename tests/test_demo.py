@@ -10,15 +10,9 @@ from pathlib import Path
 
 import pytest
 import requests
-from tests.conftest import wait_for
+from tests.conftest import free_port, wait_for
 
 GATEWAY = Path(sys.executable).parent / "gateway"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def port_is_free(port: int) -> bool:
@@ -81,9 +75,11 @@ class Demo(subprocess.Popen):
         self.wait(timeout=timeout)
         return self.printed()
 
-
-def start_demo(tmp_path: Path, port: int, marketo_port: int, salesforce_port: int | None = None) -> Demo:
-    return Demo(tmp_path, port, marketo_port, salesforce_port)
+    def __exit__(self, *exc_info) -> None:
+        """A test that failed before the demo stopped leaves nothing running behind it."""
+        if self.poll() is None:
+            self.kill()
+        super().__exit__(*exc_info)
 
 
 def answers(url: str) -> bool:
@@ -96,8 +92,7 @@ def answers(url: str) -> bool:
 @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_a_signal_stops_the_demo_and_everything_it_started(tmp_path, stop_signal):
     port, marketo_port = free_port(), free_port()
-    demo = start_demo(tmp_path, port, marketo_port)
-    try:
+    with Demo(tmp_path, port, marketo_port) as demo:
         wait_for(lambda: "The gate is up" in demo.printed()[0] or demo.poll() is not None, 90, "the demo says it is up")
         assert demo.poll() is None, demo.printed()
         assert answers(f"http://127.0.0.1:{port}/readyz")
@@ -105,10 +100,6 @@ def test_a_signal_stops_the_demo_and_everything_it_started(tmp_path, stop_signal
         assert len(started) >= 4, "the simulator, gunicorn and its two workers"
         demo.send_signal(stop_signal)
         out, err = demo.finish()
-    finally:
-        if demo.poll() is None:
-            demo.kill()
-            demo.wait()
     assert demo.returncode == 0, err
     assert "The gate is up" in out
     assert not [pid for pid in started if alive(pid)], "processes the demo started are still running"
@@ -121,8 +112,8 @@ def test_a_busy_port_is_an_error_before_anything_is_up(tmp_path, busy):
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", port if busy == "gate" else marketo_port))
         squatter.listen()
-        demo = start_demo(tmp_path, port, marketo_port)
-        out, err = demo.finish()
+        with Demo(tmp_path, port, marketo_port) as demo:
+            out, err = demo.finish()
         other = marketo_port if busy == "gate" else port
         assert port_is_free(other), "nothing was started on the other port"
     assert demo.returncode == 1
@@ -135,18 +126,13 @@ def test_a_busy_port_is_an_error_before_anything_is_up(tmp_path, busy):
 
 def test_sigterm_while_starting_stops_what_was_started(tmp_path):
     port, marketo_port = free_port(), free_port()
-    demo = start_demo(tmp_path, port, marketo_port)
-    try:
+    with Demo(tmp_path, port, marketo_port) as demo:
         wait_for(lambda: answers(f"http://127.0.0.1:{marketo_port}/_sim/stats") or demo.poll() is not None, 60,
                  "the simulator is up")
         started = descendants(demo.pid)
         assert started, "the simulator runs"
         demo.send_signal(signal.SIGTERM)
         out, err = demo.finish()
-    finally:
-        if demo.poll() is None:
-            demo.kill()
-            demo.wait()
     assert demo.returncode == 0, err
     assert not [pid for pid in started if alive(pid)]
     assert port_is_free(port) and port_is_free(marketo_port)
@@ -154,12 +140,11 @@ def test_sigterm_while_starting_stops_what_was_started(tmp_path):
 
 def test_the_demo_turns_a_blocked_salesforce_send_into_a_task_in_its_salesforce_simulator(tmp_path):
     port, marketo_port, salesforce_port = free_port(), free_port(), free_port()
-    demo = start_demo(tmp_path, port, marketo_port, salesforce_port)
     ca = tmp_path / "instance" / "salesforce-sim-ca.pem"
     tasks_url = f"https://127.0.0.1:{salesforce_port}/_sim/tasks"
     body = {"workflow": "single_send", "userId": "005xx0000012345",
             "records": [{"attributes": {"type": "EmailMessage"}, "ToAddress": "unsub@example.com; bob@example.com"}]}
-    try:
+    with Demo(tmp_path, port, marketo_port, salesforce_port) as demo:
         wait_for(lambda: answers(f"http://127.0.0.1:{port}/readyz") or demo.poll() is not None, 90, "the demo is up")
         assert demo.poll() is None, demo.printed()
 
@@ -179,10 +164,6 @@ def test_the_demo_turns_a_blocked_salesforce_send_into_a_task_in_its_salesforce_
         assert task["OwnerId"] == "005xx0000012345" and "unsub@example.com" in task["Description"]
         demo.send_signal(signal.SIGTERM)
         out, err = demo.finish()
-    finally:
-        if demo.poll() is None:
-            demo.kill()
-            demo.wait()
     assert demo.returncode == 0, err
     assert "/_sim/tasks" in out
     assert port_is_free(salesforce_port)

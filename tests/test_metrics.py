@@ -5,7 +5,6 @@ import json
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -20,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.metrics import load_progress, outbox_depth, record_salesforce_call
 from gateway.store import utcnow
-from tests.conftest import ADMIN, ADMIN_KEY, CALLER, CALLER_KEY, wait_for
+from tests.conftest import ADMIN, ADMIN_KEY, CALLER, CALLER_KEY, free_port, wait_for
 
 JANE, BOB = "jane@example.com", "bob@example.com"
 
@@ -196,12 +195,6 @@ def test_status_says_whether_the_check_is_enabled(make_gate, store):
 
 ROOT = Path(__file__).resolve().parent.parent
 CHECKS_SENT = 120  # at most; the test stops once both workers answered some
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def answers(url: str) -> bool:

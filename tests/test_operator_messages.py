@@ -95,15 +95,11 @@ def test_on_a_dyno_heroku_redis_tls_url_is_used_without_certificate_checks():
 def test_gunicorns_gevent_workers_start_without_a_monkey_patch_warning(tmp_path):
     """gunicorn's master leaves the gate to `gateway prepare` in a child, so nothing imported ssl or requests
     before each gevent worker patches them: no MonkeyPatchWarning, and TLS to Marketo on patched sockets."""
-    import socket
-
     import requests
 
-    from tests.conftest import wait_for
+    from tests.conftest import free_port, wait_for
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     clean = {key: value for key, value in os.environ.items()
              if not key.startswith(("MARKETO_", "GATEWAY_", "SECRET_KEY", "DATABASE_URL", "REDIS_URL", "PROMETHEUS_"))}
     env = {**clean, "PORT": str(port), "SECRET_KEY": "s", "DATABASE_URL": f"sqlite:///{tmp_path / 'gate.sqlite3'}"}
