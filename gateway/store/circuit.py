@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from sqlalchemy import select, update
+from sqlalchemy.orm import Session
 
 from gateway.store.common import as_utc
 from gateway.store.models import MarketoCircuit
@@ -45,9 +46,9 @@ class CircuitRepository(Repository):
 
     # The breaker's side (gateway.marketo.breaker.SharedCircuit), in epoch seconds.
 
-    def next_probe_at(self) -> float | None:
+    def next_probe_at(self, *, session: Session | None = None) -> float | None:
         """None while closed; else when the next probe is due."""
-        with self._reading() as session:
+        with self._reading(session) as session:
             row = session.execute(
                 select(MarketoCircuit.is_open, MarketoCircuit.next_probe_at).where(MarketoCircuit.id == CIRCUIT_ID)
             ).one()
@@ -61,7 +62,7 @@ class CircuitRepository(Repository):
                 .values(is_open=True, opened_at=_moment(now), next_probe_at=_moment(next_probe_at),
                         opened_total=MarketoCircuit.opened_total + 1)
             )
-        standing = self.next_probe_at()
+            standing = self.next_probe_at(session=session)  # in the same transaction: no close can slip between
         return standing if standing is not None else next_probe_at
 
     def claim_probe(self, now: float, next_probe_at: float) -> bool:
