@@ -51,11 +51,14 @@ class CallBudget:
                 f"the gate's daily budget of {cap} Marketo calls for {kind} is spent; no more until midnight US Central"
             )
 
+    def sync_calls_left(self) -> int:
+        """Calls the sync may still make today (its share, less what it spent)."""
+        return self.sync_limit - self.store.calls.counts(quota_day(self.now())).sync
+
     def sync_pause(self, interval: float, calls_per_sync: int) -> float:
         """Seconds to wait before the next sync, so the sync's share of the budget lasts until the reset."""
-        now = self.now()
-        left = self.sync_limit - self.store.calls.counts(quota_day(now)).sync
-        until_reset = seconds_until_reset(now)
+        left = self.sync_calls_left()
+        until_reset = seconds_until_reset(self.now())
         if left <= 0:
             return until_reset
         return max(interval, until_reset * max(calls_per_sync, 1) / left)

@@ -16,6 +16,7 @@ FAILURE_MODES = ("deny", "allow")
 LOG_FORMATS = ("text", "json")
 DEFAULT_RATE_LIMIT = "600 per minute"
 MAX_EXPORT_JOBS = 10  # Marketo's bulk export queue, processing jobs included
+MIRROR_LOAD_MODES = ("auto", "ids", "windows")  # GATEWAY_MIRROR_LOAD: how a load without a list runs
 
 
 class ConfigError(ValueError):
@@ -57,6 +58,9 @@ class GateConfig:
     export_jobs: int = 10  # export jobs the load keeps queued at once (Marketo: 10 queued, 2 processing)
     mirror_smart_list: str | None = None  # id or name of a smart list of the unsubscribed: a one-job load
     mirror_static_list: str | None = None  # the same, as a static list
+    # Without a list: "auto" walks the lead ids when that costs fewer calls than the createdAt windows (and fits
+    # the budget), "ids" always walks them, "windows" always exports the windows (gateway/mirror_load.py).
+    mirror_load_mode: str = "auto"
     # Who gets in (gateway/api/security.py)
     cors_origins: tuple[str, ...] = ()  # exact origins of browser add-ins; none: no CORS headers at all
     rate_limit: str | None = DEFAULT_RATE_LIMIT  # per caller key, shared by all endpoints; None: off
@@ -133,6 +137,13 @@ def _date(env, name, default: datetime) -> datetime:
 
 def _list_name(env, name) -> str | None:
     return (env.get(name) or "").strip() or None
+
+
+def mirror_load_mode(env) -> str:
+    mode = (env.get("GATEWAY_MIRROR_LOAD") or "auto").strip().lower()
+    if mode not in MIRROR_LOAD_MODES:
+        raise ConfigError(f"GATEWAY_MIRROR_LOAD must be one of {', '.join(MIRROR_LOAD_MODES)}, got {mode!r}")
+    return mode
 
 
 def export_jobs(env) -> int:
@@ -295,6 +306,7 @@ def load_config(env=None) -> GateConfig:
         export_jobs=export_jobs(env),
         mirror_smart_list=smart_list,
         mirror_static_list=static_list,
+        mirror_load_mode=mirror_load_mode(env),
         cors_origins=parse_cors_origins(env.get("GATEWAY_CORS_ORIGINS", "")),
         rate_limit=parse_rate_limit(env.get("GATEWAY_RATE_LIMIT")),
         redis_url=redis_url(env),

@@ -24,6 +24,7 @@ CATALOGUE = {
     "mirror.synced": "a sync ran to its end",
     "mirror.sync_failed": "a sync stopped on an error; the next round tries again",
     "mirror.load_progress": "the full load moved on (emitted by the load's progress report)",
+    "mirror.load_planned": "the full load chose how to go on without a list: by lead ids or by createdAt windows",
     "deliveries.pruned": "kept answers of signed callouts past their retention were dropped",
     "deliveries.prune_failed": "dropping old kept answers failed; the next round tries again",
     "salesforce.delivered": "a blocked send was written to Salesforce (emitted by the Salesforce outbox)",

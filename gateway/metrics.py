@@ -43,6 +43,7 @@ from gateway.marketo import (
 )
 from gateway.marketo.quota import quota_day
 from gateway.mirror import is_mirror_fresh
+from gateway import mirror_load
 from gateway.store import Store, SyncStatus, utcnow
 
 MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"  # read by prometheus-client itself when it is imported
@@ -149,15 +150,12 @@ def outbox_depth(store: Store) -> int:
     return store.outbox.depth()
 
 
-def load_progress(sync: SyncStatus, load_from: datetime) -> float:
-    """The share of the full load's span of lead creation dates that is loaded: 0 before it starts, 1 when done."""
+def load_progress(sync: SyncStatus, now: datetime) -> float:
+    """The share of the full load done: 0 before it is planned, 1 when complete (gateway.mirror_load's progress)."""
     if sync.load_status == "complete":
         return 1.0
-    if sync.load_started_at is None or sync.load_window_start is None:
-        return 0.0
-    total = (sync.load_started_at - load_from).total_seconds()
-    done = (sync.load_window_start - load_from).total_seconds()
-    return min(max(done / total, 0.0), 1.0) if total > 0 else 0.0
+    progress = mirror_load.load_progress(sync, now)
+    return progress.percent / 100 if progress is not None else 0.0
 
 
 def _gauge(name: str, documentation: str, value: float, labels: dict[str, str] | None = None) -> GaugeMetricFamily:
@@ -197,7 +195,7 @@ class StoreGauges(Collector):
             yield _gauge("gateway_mirror_lag_seconds", "Seconds since the last successful sync",
                          (now - sync.last_success_at).total_seconds())
         yield _gauge("gateway_mirror_load_progress_ratio", "Share of the full load done (0 to 1)",
-                     load_progress(sync, config.mirror_load_from))
+                     load_progress(sync, now))
         yield _gauge("gateway_outbox_depth", "Blocked sends waiting to be written to Salesforce (0: no outbox)",
                      outbox_depth(store))
 

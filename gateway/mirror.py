@@ -1,8 +1,9 @@
 """Keeps the gate's mirror of Marketo's unsubscribed addresses: a full load, then Marketo's change stream.
 
 - The full load (gateway/mirror_load.py) exports the admin's list of unsubscribed leads in one Bulk Lead
-  Extract job, or walks 31-day `createdAt` windows with several jobs queued at once. Its plan (each job and
-  how far it got) is saved after each step, so a worker that dies resumes where it stopped.
+  Extract job; without one, it reads every lead by id up to the newest (when that costs fewer calls), or
+  walks 31-day `createdAt` windows with several jobs queued at once. Its plan (each job and how far it got)
+  is saved after each step, so a worker that dies resumes where it stopped.
 - The change stream is `leadchanges.json` for the `unsubscribed` field. It carries unsubscribes from an
   email's link and re-subscribes alike, in one call per idle sync. Its paging token is saved in the same
   transaction as the mirror rows it produced, so a page is applied entirely or will be read again.
@@ -22,7 +23,13 @@ from gateway.events import emit
 from gateway.marketo import MarketoError
 from gateway.marketo.interfaces import MarketoService
 from gateway.marketo.quota import quota_day
-from gateway.mirror_load import EXPORT_FIELDS, WINDOW, WINDOWS_SOURCE, FullLoad, SyncStopped
+from gateway.mirror_load import (
+    EXPORT_FIELDS,
+    WALK_CALLS_PER_SECOND,
+    WINDOW,
+    FullLoad,
+    SyncStopped,
+)
 from gateway.store import LeaseLost, Store, SyncStatus, utcnow
 
 log = logging.getLogger(__name__)
@@ -71,6 +78,9 @@ class MirrorSync:
         static_list: str | None = None,
         keep_lease: bool = False,
         opt_out_writeback: bool = False,
+        load_mode: str = "auto",
+        calls_left: Callable[[], int | None] = lambda: None,
+        walk_calls_per_second: float = WALK_CALLS_PER_SECOND,
     ):
         self.store = store
         self.marketo = marketo
@@ -84,7 +94,8 @@ class MirrorSync:
         self.full_load = FullLoad(
             store, marketo, owner=self.owner, now=now, stop=self.stop, poll_seconds=export_poll_seconds,
             lease_seconds=lease_seconds, max_jobs=export_jobs, email_of=address_key, apply=self._apply_changes,
-            list_kind=list_kind if list_ref else None, list_ref=list_ref,
+            list_kind=list_kind if list_ref else None, list_ref=list_ref, mode=load_mode, calls_left=calls_left,
+            walk_calls_per_second=walk_calls_per_second,
         )
         # A worker keeps the lease between runs (it renews it; see gateway/lease.py); a one-off run hands it back.
         self.keep_lease = keep_lease
@@ -133,7 +144,7 @@ class MirrorSync:
             plan, source = self.full_load.plan_for(self.load_from, started)
             self.store.sync.update(
                 self.owner, load_status="loading", load_started_at=started,
-                load_window_start=self.load_from if source == WINDOWS_SOURCE else None,
+                load_window_start=self.load_from if plan and "start" in plan[0] else None,
                 load_export_id=None, load_plan=plan, load_source=source, changes_token=token,
             )
             status = self.store.sync.status()

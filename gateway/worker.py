@@ -65,6 +65,8 @@ def mirror_sync_for(gate: Gate, stop: threading.Event, owner: str | None = None,
         static_list=config.mirror_static_list,
         keep_lease=keep_lease,
         opt_out_writeback=config.salesforce_configured and config.salesforce_opt_out_writeback,
+        load_mode=config.mirror_load_mode,
+        calls_left=gate.budget.sync_calls_left,
     )
 
 

@@ -14,6 +14,7 @@ import pytest
 from werkzeug.serving import generate_adhoc_ssl_context, make_server
 
 from gateway.console.accounts import hash_password
+from gateway.mirror_load import window_plan
 from gateway.store import MAX_FAILED_SIGN_INS, utcnow
 from tests.conftest import CALLER
 
@@ -231,17 +232,27 @@ def test_checking_addresses_answers_why_and_logs_nothing(console, simulator, sto
 def test_the_first_load_progress_moves_as_the_sync_goes(console, store):
     started = utcnow() - timedelta(hours=1)
     base, page = console(mirror_load_from=started - timedelta(days=310))  # ten windows of 31 days
+    windows = window_plan(started - timedelta(days=310), started)
+    for window in windows[:2]:
+        window.update(export_id="done", rows=100)
     store.sync.acquire_lease("worker-a", 600)
-    store.sync.update("worker-a", load_status="loading", load_started_at=started,
-                      load_window_start=started - timedelta(days=310) + timedelta(days=62))
+    store.sync.update("worker-a", load_status="loading", load_started_at=started, load_plan=windows,
+                      load_source="createdAt windows")
     page.goto(f"{base}/console/mirror")
     first = int(page.locator("#load-progress").get_attribute("value"))
-    assert first == 20 and "2 of 10 windows" in page.locator("label[for=load-progress]").inner_text()
+    label = page.locator("label[for=load-progress]").inner_text()
+    assert first == 20 and "(createdAt windows): 2 of 10 export jobs" in label
     assert "About 4 h left." in page.locator("#load-eta").inner_text()  # an hour for 2 windows: 4 more for 8
     shoot(page, "mirror-loading")
-    store.sync.update("worker-a", load_window_start=started - timedelta(days=310) + timedelta(days=31 * 7))
+    walk = {"ids_to": 3000, "next_id": 1501, "export_id": None, "empty_batches": 0, "read": 1500, "rows": None,
+            "pace": 2.0}
+    store.sync.update("worker-a", load_plan=[windows[-1] | {"export_id": "newest", "rows": 80}, walk],
+                      load_source="lead ids")
     page.reload()
-    assert int(page.locator("#load-progress").get_attribute("value")) == 70
+    # the newest window's export, then 5 of 10 batches of 300 ids and 3 past the newest: 6 of 14
+    assert int(page.locator("#load-progress").get_attribute("value")) == 42
+    assert "(lead ids): 6 of 14 steps" in page.locator("label[for=load-progress]").inner_text()
+    assert "About 4 s left." in page.locator("#load-eta").inner_text()  # 8 batches at 2 a second
     store.sync.update("worker-a", load_status="complete", load_finished_at=utcnow(), last_success_at=utcnow())
     page.reload()
     assert page.locator("#load-progress").count() == 0 and "Complete" in page.locator("#load-state").inner_text()

@@ -118,13 +118,22 @@ def test_gauges_are_read_from_the_database_at_scrape(make_gate, store):
     assert 90 <= value(scraped, "gateway_mirror_lag_seconds") < 600
 
 
-def test_load_progress_is_the_share_of_the_span_loaded(store):
+def test_load_progress_is_the_share_of_the_load_done(store):
     status = store.sync.status()
-    start = utcnow() - timedelta(days=100)
-    loading = type(status)(**{**status.__dict__, "load_status": "loading", "load_started_at": start + timedelta(days=100),
-                              "load_window_start": start + timedelta(days=25)})
-    assert load_progress(loading, start) == pytest.approx(0.25)
-    assert load_progress(status, start) == 0.0  # not started
+    start = utcnow() - timedelta(minutes=5)
+    windows = [{"start": f"2026-0{m}-01T00:00:00+00:00", "end": f"2026-0{m + 1}-01T00:00:00+00:00", "export_id": None,
+                "rows": None} for m in range(1, 5)]
+    windows[0].update(export_id="e1", rows=40)
+    loading = type(status)(**{**status.__dict__, "load_status": "loading", "load_started_at": start,
+                              "load_plan": windows, "load_source": "createdAt windows"})
+    assert load_progress(loading, utcnow()) == pytest.approx(0.25)  # one window of four
+    walking = type(status)(**{**status.__dict__, "load_status": "loading", "load_started_at": start,
+                              "load_plan": [{**windows[0], "max_id": 3000}, {
+                                  "ids_to": 3000, "next_id": 1501, "export_id": None, "empty_batches": 0, "read": 1400,
+                                  "rows": None}], "load_source": "lead ids"})
+    # 1 export job + 5 of (10 batches + 3 past the newest id)
+    assert load_progress(walking, utcnow()) == pytest.approx(6 / 14)
+    assert load_progress(status, utcnow()) == 0.0  # not started
 
 
 def test_outbox_depth_reads_the_outbox_when_there_is_one(store):

@@ -29,7 +29,8 @@ def timed(simulator):
 
 
 def load_gate(make_gate, simulator, **overrides):
-    options = dict(enabled=True, mirror_load_from=NOW - timedelta(days=301), export_poll_seconds=POLL_SECONDS)
+    options = dict(enabled=True, mirror_load_from=NOW - timedelta(days=301), export_poll_seconds=POLL_SECONDS,
+                   mirror_load_mode="windows")
     return make_gate(simulator, **{**options, **overrides})
 
 
@@ -143,11 +144,13 @@ def test_the_sync_after_a_load_is_paced_by_an_incremental_sync_not_by_the_load(m
     assert budget.sync_pause(30, report.change_calls) == 30
 
 
-def test_an_unsubscribe_right_after_the_load_is_denied_within_the_interval(make_gate, simulator, timed, store):
-    """The worker loads, then syncs every interval (here 0.3 s) from the moment the load ends."""
+@pytest.mark.parametrize("mode", ["windows", "auto"])
+def test_an_unsubscribe_right_after_the_load_is_denied_within_the_interval(make_gate, simulator, timed, store, mode):
+    """The worker loads (by windows, or as it chooses: here by ids), then syncs every interval (here 0.3 s) from
+    the moment the load ends."""
     timed.export_job_seconds = 0.1  # the queue's shape is not what this test is about
     app = load_gate(make_gate, simulator, sync_interval=0.3, marketo_daily_budget=1_000_000,
-                    mirror_load_from=NOW - timedelta(days=3 * 365))
+                    mirror_load_from=NOW - timedelta(days=3 * 365), mirror_load_mode=mode)
     client = app.test_client()
     gate = app.extensions["gate"]
     gate.budget.now = lambda: next_quota_reset(utcnow()) - timedelta(hours=23)  # a whole quota day ahead
@@ -174,6 +177,7 @@ def test_an_unsubscribe_right_after_the_load_is_denied_within_the_interval(make_
     ({"GATEWAY_MIRROR_SMART_LIST": "A", "GATEWAY_MIRROR_STATIC_LIST": "B"}, "not both"),
     ({"GATEWAY_EXPORT_JOBS": "11"}, "at most 10"),
     ({"GATEWAY_EXPORT_JOBS": "0"}, "positive"),
+    ({"GATEWAY_MIRROR_LOAD": "list"}, "one of auto, ids, windows"),
 ])
 def test_load_settings_that_cannot_work_are_refused_at_start(env, message):
     from gateway.config import ConfigError, load_config
@@ -187,6 +191,8 @@ def test_load_settings_are_read_from_the_environment():
 
     config = load_config({"SECRET_KEY": "x", "GATEWAY_EXPORT_JOBS": "4", "GATEWAY_MIRROR_STATIC_LIST": " Do not email "})
     assert (config.export_jobs, config.mirror_static_list, config.mirror_smart_list) == (4, "Do not email", None)
+    assert config.mirror_load_mode == "auto"
+    assert load_config({"SECRET_KEY": "x", "GATEWAY_MIRROR_LOAD": " Windows "}).mirror_load_mode == "windows"
 
 
 def test_a_load_begun_before_plans_were_saved_resumes_from_its_window(make_gate, simulator, timed, store):
@@ -202,3 +208,104 @@ def test_a_load_begun_before_plans_were_saved_resumes_from_its_window(make_gate,
     assert status.load_status == "complete" and len(status.load_plan) == 4  # 100 days: four windows, not ten
     assert mirror_emails(store) == {email for email in simulator_truth(timed)
                                     if int(email.removeprefix("person").split("@")[0]) >= 40}
+
+
+# --- without a list: by lead ids ---------------------------------------------------------------------------
+
+FAST_WALK = 50.0  # calls a second: the walk's pace is not what these tests are about
+
+
+def walking_syncer(app, **overrides):
+    return syncer(app, **{"load_mode": "auto", "walk_calls_per_second": FAST_WALK, **overrides})
+
+
+def lead_calls(state) -> int:
+    return state.stats()["calls"]["leads"]
+
+
+def test_without_a_list_the_load_reads_leads_by_id_when_that_costs_fewer_calls(make_gate, simulator, timed, store,
+                                                                                 caplog):
+    app = load_gate(make_gate, simulator)
+    with caplog.at_level(logging.INFO, logger="gateway.events"):
+        report = walking_syncer(app).run_once()
+    assert report.error is None
+    assert mirror_emails(store) == simulator_truth(timed)
+    # Only the newest windows were exported (at most Marketo's 2 processing slots), not all 10.
+    assert 1 <= len(timed.export_history()) <= 2
+    # 60 leads, ids 1-60: one batch of 300 ids, then 3 empty batches past the newest.
+    assert lead_calls(timed) == 4
+    planned = [r.fields for r in caplog.records if getattr(r, "event", None) == "mirror.load_planned"]
+    assert len(planned) == 1 and planned[0]["way"] == "lead ids" and planned[0]["newest_lead_id"] == 60
+    assert planned[0]["calls_by_ids"] == 4 and planned[0]["calls_by_windows"] >= 8 * 4
+    progress = status_of(app)["load_progress"]
+    assert progress["source"] == "lead ids" and progress["percent"] == 100.0 and progress["eta_seconds"] == 0
+    assert progress["rows"] >= 60 and status_of(app)["load_status"] == "complete"
+
+
+def test_the_walk_reads_across_deleted_ids_up_to_the_newest_lead(make_gate, simulator, timed, store):
+    """Leads 61-4,999 were deleted: 16 empty batches in the middle do not end the walk; the newest lead,
+    named by the newest window, does (then 3 more empty batches)."""
+    timed.add_lead("newest@example.com", unsubscribed=True, lead_id=5000, created_at=NOW - timedelta(days=1))
+    timed.add_lead("after-the-export@example.com", unsubscribed=True, lead_id=5200, created_at=NOW - timedelta(days=40))
+    app = load_gate(make_gate, simulator)
+    assert walking_syncer(app).run_once().error is None
+    assert {"newest@example.com", "after-the-export@example.com"} <= mirror_emails(store)
+    assert mirror_emails(store) == simulator_truth(timed)
+    assert lead_calls(timed) == 18 + 3  # ids 1-5,400 in 18 batches, and 3 empty past the last lead
+
+
+def test_the_load_exports_the_windows_when_the_ids_would_cost_more(make_gate, simulator, timed, store, caplog):
+    """Leads numbered up to 15,000 (53 calls by id) against 9 windows left (36 calls): the windows go on."""
+    timed.add_lead("high@example.com", unsubscribed=True, lead_id=15_000, created_at=NOW - timedelta(days=2))
+    app = load_gate(make_gate, simulator)
+    with caplog.at_level(logging.INFO, logger="gateway.events"):
+        assert walking_syncer(app).run_once().error is None
+    assert mirror_emails(store) == simulator_truth(timed)
+    assert len(timed.export_history()) == 10 and lead_calls(timed) == 0
+    planned = [r.fields for r in caplog.records if getattr(r, "event", None) == "mirror.load_planned"]
+    assert [p["way"] for p in planned] == ["createdAt windows"] and planned[0]["calls_by_ids"] == 53
+    assert status_of(app)["load_progress"]["source"] == "createdAt windows"
+
+
+def test_the_load_leaves_half_of_the_days_sync_calls_for_the_sync(make_gate, simulator, timed, store):
+    """By ids would be cheaper (4 calls against 36), but 4 is more than half of the 6 the sync has left."""
+    app = load_gate(make_gate, simulator)
+    assert walking_syncer(app, calls_left=lambda: 6).run_once().error is None
+    assert len(timed.export_history()) == 10 and lead_calls(timed) == 0
+    assert mirror_emails(store) == simulator_truth(timed)
+
+
+def test_gateway_mirror_load_ids_walks_even_when_windows_would_be_cheaper(make_gate, simulator, timed, store):
+    timed.add_lead("high@example.com", unsubscribed=True, lead_id=15_000, created_at=NOW - timedelta(days=2))
+    app = load_gate(make_gate, simulator)
+    assert walking_syncer(app, load_mode="ids").run_once().error is None
+    assert mirror_emails(store) == simulator_truth(timed)
+    assert lead_calls(timed) == 50 + 3 and len(timed.export_history()) <= 2
+
+
+def test_a_worker_stopped_mid_walk_resumes_at_its_next_id(make_gate, simulator, timed, store):
+    for i in range(60, 1500):
+        timed.add_lead(f"more{i}@example.com", unsubscribed=(i % 7 == 0), created_at=NOW - timedelta(days=1))
+    app = load_gate(make_gate, simulator)
+    stop = threading.Event()
+    first = walking_syncer(app, owner="worker-a", stop=stop)
+    first.full_load.on_progress = lambda progress: None
+    first.full_load.walk_calls_per_second = 5.0  # slow enough to be stopped mid-walk
+
+    def stop_mid_walk():
+        wait_for(lambda: any(step.get("next_id", 1) > 600 for step in store.sync.status().load_plan or ()),
+                 what="the walk to pass id 600")
+        stop.set()
+
+    stopper = threading.Thread(target=stop_mid_walk, daemon=True)
+    stopper.start()
+    assert first.run_once().error == "stopped"
+    stopper.join(timeout=10)
+    walk = next(step for step in store.sync.status().load_plan if "ids_to" in step)
+    assert walk["rows"] is None and 600 < walk["next_id"] <= 1501 and store.sync.status().load_source == "lead ids"
+    calls_before = lead_calls(timed)
+    assert walking_syncer(app, owner="worker-b").run_once().error is None
+    assert mirror_emails(store) == simulator_truth(timed)
+    # Resumed at its next id, not from 1: the rest of the 5 batches of ids 1-1,500, and 3 empty past them.
+    assert lead_calls(timed) - calls_before == 5 - (walk["next_id"] - 1) // 300 + 3
+    assert len(timed.export_history()) <= 2  # and the newest windows were not exported again

@@ -1,10 +1,8 @@
 """The console's pages: integrations, mirror, check an address, audit (blocked sends: blocked.py)."""
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass
-from datetime import datetime
 from urllib.parse import urlsplit
 
 from flask import current_app, flash, render_template, request
@@ -22,9 +20,8 @@ from gateway.console.forms import (
 )
 from gateway.decisions import CheckRequest, Message
 from gateway.domain import RecipientType, Source, Workflow
-from gateway.mirror import WINDOW
+from gateway.mirror_load import IDS_SOURCE
 from gateway.settings_changes import VIA_CONSOLE, CheckStaysOff, change_settings, check_connection, current_settings
-from gateway.store import utcnow
 from schemas.common import recipient
 
 AUDIT_PAGE = 50
@@ -105,44 +102,30 @@ def save_failure_mode():
 @dataclass(frozen=True)
 class LoadProgress:
     percent: int
-    windows_done: int
-    windows_total: int
+    done: int
+    total: int
+    unit: str  # what is counted: export jobs, or batches of lead ids
+    source: str
     seconds_left: float | None
 
 
-def load_progress(mirror: dict, gate, now: datetime) -> LoadProgress | None:
-    """How far the first load has got: windows (of 31 days of lead creation dates) done of all, and time left.
-
-    The status's own window counts and estimate are used when it has them; otherwise they are worked out
-    from where the load began, the window it is on and how long it has taken so far.
-    """
+def load_progress(mirror: dict) -> LoadProgress | None:
+    """How far the first load has got, from the status's own progress (gateway.mirror_load.load_progress):
+    steps done of all, and the time left. None when no load is running."""
     if mirror.get("load_status") != "loading":
         return None
-    sync = gate.store.sync.status()
-    load_from, began = gate.config.mirror_load_from, sync.load_started_at
-    done, total = _first(mirror, "load_windows_done", "windows_done"), _first(mirror, "load_windows_total", "windows_total")
-    if total is None and began is not None:
-        total = max(1, math.ceil((began - load_from) / WINDOW))
-        at = sync.load_window_start or load_from
-        done = min(total, max(0, int((at - load_from) / WINDOW)))
-    if not total:
-        return LoadProgress(0, 0, 0, None)
-    fraction = min(1.0, (done or 0) / total)
-    left = _first(mirror, "load_eta_seconds", "load_seconds_left", "eta_seconds")
-    if left is None and began is not None and fraction > 0:
-        left = (now - began).total_seconds() * (1 - fraction) / fraction
-    return LoadProgress(int(fraction * 100), done or 0, total, left)
-
-
-def _first(mapping: dict, *names: str):
-    return next((mapping[name] for name in names if mapping.get(name) is not None), None)
+    progress = mirror.get("load_progress")
+    if not progress:  # the worker has not planned it yet
+        return LoadProgress(0, 0, 0, "export jobs", "", None)
+    unit = "steps (an export, then batches of 300 lead ids)" if progress["source"] == IDS_SOURCE else "export jobs"
+    return LoadProgress(int(progress["percent"]), progress["jobs_done"], progress["jobs_total"], unit,
+                        progress["source"], progress["eta_seconds"])
 
 
 @bp.get("/mirror")
 def mirror():
-    gate = _gate()
     status = gate_status()
-    progress = load_progress(status["mirror"], gate, utcnow())
+    progress = load_progress(status["mirror"])
     return render_template("console/mirror.html", title="Mirror", status=status, mirror=status["mirror"],
                            progress=progress, refresh=progress is not None)
 
