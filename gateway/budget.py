@@ -55,10 +55,15 @@ class CallBudget:
         """Calls the sync may still make today (its share, less what it spent)."""
         return self.sync_limit - self.store.calls.counts(quota_day(self.now())).sync
 
-    def sync_pause(self, interval: float, calls_per_sync: int) -> float:
-        """Seconds to wait before the next sync, so the sync's share of the budget lasts until the reset."""
+    def sync_pause(self, interval: float) -> float:
+        """Seconds to wait before the next sync: the interval, stretched so that the sync's share left today
+        still pays for one idle sync (one call: a page of the change stream) per pause until the reset.
+
+        Paced by that steady cost, never by the last sync's: the calls a burst of changes takes (about three a
+        sync) or the full load's are spent from the share, so they stretch the pause only as far as they
+        emptied it, not threefold from the next sync on."""
         left = self.sync_calls_left()
         until_reset = seconds_until_reset(self.now())
         if left <= 0:
             return until_reset
-        return max(interval, until_reset * max(calls_per_sync, 1) / left)
+        return max(interval, until_reset / left)

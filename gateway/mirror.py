@@ -22,7 +22,6 @@ from gateway.addresses import address_key
 from gateway.events import emit
 from gateway.marketo import MarketoError
 from gateway.marketo.interfaces import MarketoService
-from gateway.marketo.quota import quota_day
 from gateway.mirror_load import (
     EXPORT_FIELDS,
     WALK_CALLS_PER_SECOND,
@@ -50,9 +49,6 @@ class SyncReport:
     unsubscribed: int = 0
     subscribed: int = 0
     error: str | None = None
-    # Sync calls the change stream took: the steady cost of an incremental sync, which paces the next one.
-    # The load's calls never count here.
-    change_calls: int = 0
 
 
 def is_mirror_fresh(sync: SyncStatus, max_age: float, now: datetime | None = None) -> bool:
@@ -112,9 +108,7 @@ class MirrorSync:
             if status.load_status != "complete":
                 self._load(status, report)
                 started = self.now()  # the mirror is as fresh as the change stream read after the load
-            calls_before = self._sync_calls()
             self._follow_changes(report)
-            report.change_calls = max(self._sync_calls() - calls_before, 0)
             self.store.sync.update(self.owner, last_success_at=started, last_error=None)
         except MarketoError as error:
             report.error = f"Marketo: {error.message}"
@@ -149,9 +143,6 @@ class MirrorSync:
             )
             status = self.store.sync.status()
         self.full_load.run(status, report)
-
-    def _sync_calls(self) -> int:
-        return self.store.calls.counts(quota_day(self.now())).sync
 
     # change stream ----------------------------------------------------------
     def _follow_changes(self, report: SyncReport) -> None:

@@ -123,9 +123,9 @@ class SyncRounds:
         self.backoff.reset()
         emit("mirror.synced", owner=self.sync.owner, windows_loaded=report.loaded_windows,
              change_pages=report.change_pages, unsubscribed=report.unsubscribed, resubscribed=report.subscribed)
-        # Paced by what an incremental sync costs, never by the load's calls: the first sync after a load
-        # comes one interval after it, like every other.
-        return self.gate.budget.sync_pause(self.gate.config.sync_interval, report.change_calls)
+        # Paced by what an idle incremental sync costs, never by the load's calls or a burst's: the first sync
+        # after a load comes one interval after it, like every other.
+        return self.gate.budget.sync_pause(self.gate.config.sync_interval)
 
     def failed(self) -> float:
         pause = self.backoff.next()

@@ -123,10 +123,12 @@ class BudgetSchema(Schema):
 
 
 class LoadProgressSchema(Schema):
-    source = fields.String(metadata={"description": "What the load exports: 'createdAt windows', or the list "
-                                                    "('smartList 1001', 'staticList 1002')."})
-    jobs_total = fields.Integer(metadata={"description": "Export jobs of the load: one per 31-day window, or one."})
-    jobs_done = fields.Integer(metadata={"description": "Export jobs whose rows are in the mirror."})
+    source = fields.String(metadata={"description": "How the load goes: the list ('smartList 1001', 'staticList "
+                                                    "1002'); or, without one, 'createdAt windows or lead ids' until "
+                                                    "the newest window chose, then 'lead ids' or 'createdAt windows'."})
+    jobs_total = fields.Integer(metadata={"description": "Steps of the load: export jobs (one per 31-day window, or "
+                                                        "one), plus the batches of 300 lead ids when it reads by id."})
+    jobs_done = fields.Integer(metadata={"description": "Steps whose rows are in the mirror."})
     jobs_in_flight = fields.Integer(metadata={"description": "Export jobs created in Marketo and not yet applied."})
     percent = fields.Float()
     rows = fields.Integer(metadata={"description": "Export rows read so far."})

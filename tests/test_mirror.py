@@ -158,7 +158,7 @@ def test_budget_counts_stay_exact_under_concurrent_processes(store):
 
 def test_sync_is_paced_so_its_share_of_the_budget_lasts_the_day(store):
     budget = CallBudget(store, daily_limit=2_500)
-    pause = budget.sync_pause(interval=30, calls_per_sync=1)
+    pause = budget.sync_pause(interval=30)
     assert pause >= 30
     # 2,000 sync calls spread over the rest of the day: never more often than that allows
     assert pause * 2_000 >= budget_seconds_left() * 0.99

@@ -132,16 +132,25 @@ def test_a_worker_stopped_mid_load_resumes_the_jobs_it_queued(make_gate, simulat
     assert len(timed.export_history()) == 10  # the queued jobs were polled again, not created again
 
 
-def test_the_sync_after_a_load_is_paced_by_an_incremental_sync_not_by_the_load(make_gate, simulator, timed, store):
-    """An injected clock 23 h before the quota reset: the load's calls would stretch the next sync far past
-    the interval; an incremental sync's do not."""
-    app = load_gate(make_gate, simulator, marketo_daily_budget=50_000)
-    report = syncer(app).run_once()
-    assert report.error is None and 1 <= report.change_calls < 5
-    budget = CallBudget(store, daily_limit=50_000, now=lambda: next_quota_reset(utcnow()) - timedelta(hours=23))
-    load_calls = store.calls.counts(quota_day(utcnow())).sync
-    assert budget.sync_pause(30, load_calls) > 30  # paced by the load, the promise would break
-    assert budget.sync_pause(30, report.change_calls) == 30
+def test_the_pause_is_paced_by_an_idle_sync_not_by_the_load_nor_by_a_burst(make_gate, simulator, timed, store):
+    """The default budget (2,000 sync calls) and a clock 23 h before the quota reset: one idle sync (one call)
+    every 41 s lasts the day. The load's calls, and a sync that found changes (three calls), stretch the pause
+    only by what they spent: paced by their own cost, the next sync would be minutes or half an hour away."""
+    app = load_gate(make_gate, simulator)
+    budget = app.extensions["gate"].budget
+    budget.now = lambda: next_quota_reset(utcnow()) - timedelta(hours=23)  # the gate's calls count on that day
+    day = 23 * 3600
+    assert budget.sync_pause(30) == pytest.approx(day / 2_000)
+    assert syncer(app).run_once().error is None  # the load (10 windows) and the first incremental sync
+    spent = 2_000 - budget.sync_calls_left()
+    assert spent >= 40
+    assert budget.sync_pause(30) == pytest.approx(day / (2_000 - spent))  # about 42 s, not 40 times that
+    timed.unsubscribe("person1@example.com")
+    assert syncer(app).run_once().error is None
+    burst = 2_000 - budget.sync_calls_left() - spent
+    assert burst >= 3  # the change stream, the changed lead by id, its address by email
+    assert budget.sync_pause(30) == pytest.approx(day / (2_000 - spent - burst))
+    assert budget.sync_pause(30) < 45
 
 
 @pytest.mark.parametrize("mode", ["windows", "auto"])
