@@ -85,7 +85,7 @@ def load_progress(status: SyncStatus, now: datetime) -> LoadProgress | None:
     jobs_done, jobs_total, rows = len(done), len(jobs), sum(step["rows"] for step in done)
     walk = next((step for step in plan if "ids_to" in step), None)
     if walk is not None:
-        batches_done = walk_batches_done(walk)
+        batches_done = math.ceil((walk["next_id"] - 1) / MAX_BATCH_SIZE)
         batches_total = batches_done if walk["rows"] is not None else max(
             batches_done + IDS_PAST_THE_END - walk["empty_batches"],
             math.ceil(walk["ids_to"] / MAX_BATCH_SIZE) + IDS_PAST_THE_END)
@@ -99,10 +99,6 @@ def load_progress(status: SyncStatus, now: datetime) -> LoadProgress | None:
         source=status.load_source or WINDOWS_SOURCE, jobs_total=jobs_total, jobs_done=jobs_done,
         jobs_in_flight=in_flight, rows=rows, elapsed_seconds=elapsed, eta_seconds=eta,
     )
-
-
-def walk_batches_done(walk: dict) -> int:
-    return math.ceil((walk["next_id"] - 1) / MAX_BATCH_SIZE)
 
 
 def log_progress(progress: LoadProgress) -> None:
