@@ -31,7 +31,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from gateway.api import limiter_storage  # registers gate-memory://
-from gateway.api.auth import authenticate, bearer_key
+from gateway.api.auth import request_caller
 from gateway.api.errors import error_response
 from gateway.config import GateConfig
 from gateway.metrics import count_rate_limited
@@ -96,23 +96,23 @@ def caller_identity() -> str:
     """The rate-limit key: the caller key's name when the request carries a known key, else the client address.
 
     The limiter counts before the view runs, before `require` sets `g.principal`, so the key is looked up
-    here the same way (auth.authenticate). An unknown key counts against the address it comes from, so
-    guessing keys is limited too. This never raises: a database error is left for `require` to answer (503).
+    here (auth.request_caller, which `require` then asks again for free). An unknown key counts against the
+    address it comes from, so guessing keys is limited too. This never raises: a database error is left for
+    `require` to answer (503).
     """
-    principal = None
-    if (key := bearer_key()) is not None:
-        try:
-            principal = authenticate(key)
-        except SQLAlchemyError:
-            pass
+    try:
+        _, principal = request_caller()
+    except SQLAlchemyError:
+        principal = None
     return f"key:{principal.name}" if principal is not None else f"addr:{request.remote_addr or 'unknown'}"
 
 
 def _not_limited() -> bool:
     # A request no view answers (404, 405) is not counted, nor a preflight (it carries no key and does no work),
     # nor the platform's health check.
-    endpoint = request.endpoint
-    return endpoint is None or endpoint.startswith("health.") or request.method == "OPTIONS"
+    current = request._get_current_object()  # one context lookup, not one per attribute (the check path)
+    endpoint = current.endpoint
+    return endpoint is None or endpoint.startswith("health.") or current.method == "OPTIONS"
 
 
 class CallerRateLimiter:
@@ -251,6 +251,7 @@ def retry_after_seconds(window_end: float | None) -> int:
 
 
 def secure_headers(response, vary_origin_on: tuple[str, ...] = ()):
+    current = request._get_current_object()  # one context lookup, not one per attribute (the check path)
     headers = response.headers
     present = {name.lower() for name, _ in headers}  # one pass: a miss in Headers costs an exception per name
     for lower, name, value in DEFAULT_HEADERS:
@@ -258,10 +259,10 @@ def secure_headers(response, vary_origin_on: tuple[str, ...] = ()):
             headers.add(name, value)
     # An HTML page (the docs) sets the policy its scripts and styles need; all else is data and may load nothing.
     if "content-security-policy" not in present:
-        is_page = response.mimetype == "text/html" and request.method != "OPTIONS"
+        is_page = response.mimetype == "text/html" and current.method != "OPTIONS"
         headers.add("Content-Security-Policy", PAGE_FALLBACK_CSP if is_page else API_CSP)
-    if request.is_secure and "strict-transport-security" not in present:
+    if current.is_secure and "strict-transport-security" not in present:
         headers.add("Strict-Transport-Security", HSTS)
-    if vary_origin_on and request.path in vary_origin_on:
+    if vary_origin_on and current.path in vary_origin_on:
         response.vary.add("Origin")  # the CORS headers depend on the Origin asked from: no cache may mix them
     return response
