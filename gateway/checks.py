@@ -199,6 +199,8 @@ def blocked_entries(check_id: str, request: CheckRequest, results: list[MessageR
     """One log row per address kept from a message: a denied message's culprits, a group send's dropped."""
     entries = []
     for message, result in zip(request.messages, results):
+        if not result.blocked:
+            continue  # most messages: nothing to log
         reasons = {r.email: r.reason_code for r in result.recipients if r.decision == Decision.DENY}
         for address in result.blocked:
             entries.append(
