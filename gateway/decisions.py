@@ -180,12 +180,21 @@ def _denial(blocked: list[RecipientResult]) -> tuple[ReasonCode, str]:
 
 
 def _approval(recipients: tuple[RecipientResult, ...], left_out: int) -> tuple[ReasonCode, str]:
-    allowed = [r for r in recipients if r.decision == Decision.ALLOW]
-    if recipients and all(r.reason_code == ReasonCode.CHECK_DISABLED for r in allowed):
-        if left_out == 0:
-            return ReasonCode.CHECK_DISABLED, "Allowed: the Marketo unsubscribe check is turned off."
-    delivered = len(_unique(r.email for r in allowed))
-    unverified = len(_unique(r.email for r in allowed if r.reason_code == ReasonCode.UNVERIFIED))
+    # One pass over the recipients (this runs for every allowed message): the allowed addresses, once each.
+    allowed: dict[str, None] = {}
+    unverified_addresses: dict[str, None] = {}
+    all_check_disabled = True
+    for r in recipients:
+        if r.decision == Decision.ALLOW:
+            allowed[r.email] = None
+            if r.reason_code != ReasonCode.CHECK_DISABLED:
+                all_check_disabled = False
+            if r.reason_code == ReasonCode.UNVERIFIED:
+                unverified_addresses[r.email] = None
+    if recipients and all_check_disabled and left_out == 0:
+        return ReasonCode.CHECK_DISABLED, "Allowed: the Marketo unsubscribe check is turned off."
+    delivered = len(allowed)
+    unverified = len(unverified_addresses)
     if left_out:
         text = (
             f"Allowed: sending to {delivered} of {delivered + left_out} recipients; "

@@ -18,6 +18,7 @@ import os
 from collections import Counter as Tally
 from collections.abc import Collection, Iterable
 from datetime import datetime
+from functools import cache
 
 from prometheus_client import (
     REGISTRY,
@@ -85,10 +86,11 @@ MARKETO_OUTCOMES = (
 
 def count_check(source: str, workflow: str, denied: bool, verdicts: Collection, invalid: int, seconds: float) -> None:
     """One check: `verdicts` are the chain's Verdicts, one per address; `invalid` addresses the schema refused."""
-    _child(CHECKS, source, workflow, "deny" if denied else "allow").inc()
-    _child(CHECK_SECONDS, source).observe(seconds)
+    checks, latency = _check_series(source, workflow, denied)
+    checks.inc()
+    latency.observe(seconds)
     for verdict, count in _tally(verdicts).items():
-        _child(CHECKED_ADDRESSES, source, workflow, verdict.decision, verdict.reason_code, verdict.checked_via).inc(count)
+        _address_series(source, workflow, verdict).inc(count)
     if invalid:
         _child(CHECKED_ADDRESSES, source, workflow, "deny", "invalid_address", "validation").inc(invalid)
 
@@ -106,7 +108,8 @@ def _tally(verdicts: Collection) -> dict:
 
 
 # Labelled series by (metric, *labels), so a check pays a dict lookup, not labels()'s lock and str() of each
-# label; prometheus-client keeps the same objects in the metric (its values notice a fork themselves).
+# label; prometheus-client keeps the same objects in the metric (its values notice a fork themselves). A check
+# looks up its series by what it has in hand (source, workflow, decision; each Verdict), once per process.
 _children: dict[tuple, object] = {}
 
 
@@ -116,6 +119,16 @@ def _child(metric, *labels):
     if child is None:
         child = _children.setdefault(key, metric.labels(*labels))
     return child
+
+
+@cache
+def _check_series(source: str, workflow: str, denied: bool) -> tuple:
+    return _child(CHECKS, source, workflow, "deny" if denied else "allow"), _child(CHECK_SECONDS, source)
+
+
+@cache
+def _address_series(source: str, workflow: str, verdict):
+    return _child(CHECKED_ADDRESSES, source, workflow, verdict.decision, verdict.reason_code, verdict.checked_via)
 
 
 def marketo_outcome(error: MarketoError | None) -> str:

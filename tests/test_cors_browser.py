@@ -53,6 +53,18 @@ def test_preflight_from_a_listed_origin_needs_no_key_and_checks_nothing(cors_cli
     assert store.blocked_sends.page(limit=10) == [] and unsubscribed.state.stats()["rest_calls"] == 0
 
 
+@pytest.mark.parametrize("origin", [ADDIN, "https://elsewhere.example.com", None])
+def test_answers_on_browser_paths_vary_by_origin_once(cors_client, origin):
+    """A cache must not give one origin's answer to another: `Vary: Origin`, once, whether or not the origin was
+    allowed (Flask-Cors adds it when it answers for an origin; the gate's secure headers otherwise)."""
+    headers = {**CALLER, **({"Origin": origin} if origin else {})}
+    response = cors_client.post("/v1/hooks/email-client", json=EMAIL_CLIENT_BODY, headers=headers)
+    assert response.status_code == 200
+    varies = [part.strip() for value in response.headers.get_all("Vary") for part in value.split(",")]
+    assert varies.count("Origin") == 1, response.headers.get_all("Vary")
+    assert "Vary" not in cors_client.get("/healthz", headers=headers).headers  # not a browser path
+
+
 def test_preflight_allows_only_the_two_headers_and_post(cors_client):
     asked = {**PREFLIGHT, "Access-Control-Request-Headers": "authorization, content-type, x-requested-with, cookie"}
     response = cors_client.options("/v1/hooks/email-client", headers=asked)

@@ -8,7 +8,7 @@ import hmac
 import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
-from functools import partial, wraps
+from functools import cache, partial, wraps
 
 from flask import current_app, g, request
 from sqlalchemy.exc import SQLAlchemyError
@@ -43,25 +43,32 @@ def bearer_key() -> str | None:
     return key.strip()
 
 
+def request_caller(request_g=None) -> tuple[str | None, Principal | None]:
+    """This request's bearer key and who holds it: (None, None) without a key, (key, None) for a key not known.
+
+    The rate limiter asks before the view and `require` in it; the key is looked up once per request. A
+    database error is not remembered: the next to ask meets it again. `request_g`: `g`, when the caller has it.
+    """
+    request_g = request_g if request_g is not None else g._get_current_object()
+    remembered = request_g.get("_caller")
+    if remembered is None:
+        key = bearer_key()
+        remembered = (key, None if key is None else authenticate(key))
+        request_g._caller = remembered
+    return remembered
+
+
 def authenticate(key: str) -> Principal | None:
-    """Who holds this key; asked once per request, though the rate limiter and the view both need it."""
-    remembered = g.get("_authenticated")
-    if remembered is not None and hmac.compare_digest(remembered[0].encode(), key.encode()):
-        return remembered[1]
-    principal = _authenticate(key)
-    g._authenticated = (key, principal)
-    return principal
-
-
-def _authenticate(key: str) -> Principal | None:
+    """Who holds this key, asked of the configured keys and then the stored ones."""
     gate = current_app.extensions["gate"]
     matched = None
+    given = key.encode()
     # Compare with every configured key so the time taken says nothing about which one nearly matched.
     for spec in gate.config.api_keys:
-        if hmac.compare_digest(spec.key.encode(), key.encode()):
-            matched = Principal(spec.name, spec.role)
+        if hmac.compare_digest(spec.key.encode(), given):
+            matched = spec
     if matched:
-        return matched
+        return _configured_principal(matched.name, matched.role)
     stored = gate.store.keys.by_hash(hash_key(key))
     if stored is None:
         return None
@@ -72,12 +79,19 @@ def _authenticate(key: str) -> Principal | None:
     )
 
 
+@cache
+def _configured_principal(name: str, role: str) -> Principal:
+    """A GATEWAY_API_KEYS key's holder: the same for every request, so made once per process."""
+    return Principal(name, role)
+
+
 def authorize_source(source: str) -> None:
     """After the body is read: a key limited to some sources may check only for those, each at its endpoint."""
-    principal: Principal = g.principal
+    request_g = g._get_current_object()
+    principal: Principal = request_g.principal
     if principal.sources is None:
         return
-    if source not in principal.sources or source not in (g.get("endpoint_sources") or ()):
+    if source not in principal.sources or source not in (request_g.get("endpoint_sources") or ()):
         raise ApiError(403, "forbidden", f"This key may not check sends from {source!r} here; it is limited to "
                                          f"{', '.join(principal.sources)}.")
 
@@ -94,12 +108,13 @@ def require(role: str, *, sources: tuple[str, ...] | None = None):
     def decorator(view):
         @wraps(view)
         def wrapped(*args, **kwargs):
-            principal = _caller()
+            request_g = g._get_current_object()
+            principal = _caller(request_g)
             _check_role(principal, role)
             _check_endpoint(principal, sources)
             webhook_id = verify_request(principal.signing_secret) if principal.require_signature else None
-            g.principal = principal
-            g.endpoint_sources = sources
+            request_g.principal = principal
+            request_g.endpoint_sources = sources
             answer = partial(view, *args, **kwargs)
             if webhook_id is not None and sources is not None:
                 response = deliver_once(principal.key_id, webhook_id, answer)
@@ -113,12 +128,11 @@ def require(role: str, *, sources: tuple[str, ...] | None = None):
     return decorator
 
 
-def _caller() -> Principal:
-    key = bearer_key()
+def _caller(request_g) -> Principal:
+    key, principal = request_caller(request_g)
     if key is None:
         raise ApiError(401, "unauthorized", "Send your gate key as `Authorization: Bearer <key>`.",
                        headers={"WWW-Authenticate": "Bearer"})
-    principal = authenticate(key)
     if principal is None:
         raise ApiError(401, "unauthorized", "That key is not known to this gate.",
                        headers={"WWW-Authenticate": "Bearer"})

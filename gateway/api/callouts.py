@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 from flask import Blueprint, current_app, jsonify, request
 from marshmallow import Schema
@@ -19,6 +20,9 @@ from schemas.common import dump_check_answer, dump_message_result, recipient
 from schemas.email_client import EmailClientCalloutSchema
 from schemas.salesforce import SalesforceCalloutSchema
 
+if TYPE_CHECKING:
+    from gateway import Gate
+
 bp = Blueprint("callouts", __name__)
 
 check_request_schema = CheckRequestSchema()
@@ -26,14 +30,14 @@ salesforce_schema = SalesforceCalloutSchema()
 email_client_schema = EmailClientCalloutSchema()
 
 
-def load_check(schema: Schema) -> CheckRequest:
+def load_check(schema: Schema, gate: Gate) -> CheckRequest:
     body = json_body()
     # The common payloads take a lean path where the schema has one; anything else, and every error, is the
     # schema's (marshmallow's ValidationError becomes a 422 with its messages).
     load_common = getattr(schema, "load_common", None)
     check = (load_common(body) if load_common is not None else None) or schema.load(body)
     authorize_source(check.source)  # a key limited to some sources: 403 before anything is checked or logged
-    limit = current_app.extensions["gate"].config.max_recipients
+    limit = gate.config.max_recipients
     count = sum(len(message.recipients) for message in check.messages)
     if count > limit:
         raise ApiError(413, "too_many_recipients", f"{count} recipients in one request; this gate takes at most {limit}.")
@@ -42,8 +46,9 @@ def load_check(schema: Schema) -> CheckRequest:
 
 def run_check(schema: Schema) -> CheckOutcome:
     started = request_started(request.environ)  # the caller's deadline: from the platform's X-Request-Start
-    check = load_check(schema)
-    return current_app.extensions["gate"].checks.run(check, started=started)
+    gate = current_app.extensions["gate"]
+    check = load_check(schema, gate)
+    return gate.checks.run(check, started=started)
 
 
 @bp.post("/v1/checks")
@@ -58,7 +63,7 @@ def generic_check():
 def salesforce_callout():
     started = request_started(request.environ)  # the caller's deadline: from the platform's X-Request-Start
     gate = current_app.extensions["gate"]
-    check = load_check(salesforce_schema)
+    check = load_check(salesforce_schema, gate)
     if check.record_ids():  # ToIds/CcIds/BccIds: addresses from Salesforce, within the check's deadline
         deadline = live_deadline(started, gate.config.check_timeout)
         check = resolve_record_ids(check, gate.salesforce, gate.checks, deadline=deadline, now=time.monotonic(),

@@ -31,7 +31,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from gateway.api import limiter_storage  # registers gate-memory://
-from gateway.api.auth import authenticate, bearer_key
+from gateway.api.auth import request_caller
 from gateway.api.errors import error_response
 from gateway.config import GateConfig
 from gateway.metrics import count_rate_limited
@@ -57,6 +57,8 @@ DEFAULT_HEADERS = (
 
 
 def init_app(app: Flask, config: GateConfig) -> None:
+    # Inside ProxyFix, so HSTS follows the scheme it found.
+    app.wsgi_app = SecureHeaders(app.wsgi_app, vary_origin_on=CORS_PATHS if config.cors_origins else ())
     if config.trust_proxy_hops:
         hops = config.trust_proxy_hops
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)
@@ -64,8 +66,6 @@ def init_app(app: Flask, config: GateConfig) -> None:
         init_cors(app, config.cors_origins)
     if config.rate_limit:
         init_rate_limits(app, config)
-    vary_paths = CORS_PATHS if config.cors_origins else ()
-    app.after_request(lambda response: secure_headers(response, vary_origin_on=vary_paths))
 
 
 # --- CORS ---------------------------------------------------------------------------------------------------
@@ -96,23 +96,23 @@ def caller_identity() -> str:
     """The rate-limit key: the caller key's name when the request carries a known key, else the client address.
 
     The limiter counts before the view runs, before `require` sets `g.principal`, so the key is looked up
-    here the same way (auth.authenticate). An unknown key counts against the address it comes from, so
-    guessing keys is limited too. This never raises: a database error is left for `require` to answer (503).
+    here (auth.request_caller, which `require` then asks again for free). An unknown key counts against the
+    address it comes from, so guessing keys is limited too. This never raises: a database error is left for
+    `require` to answer (503).
     """
-    principal = None
-    if (key := bearer_key()) is not None:
-        try:
-            principal = authenticate(key)
-        except SQLAlchemyError:
-            pass
+    try:
+        _, principal = request_caller()
+    except SQLAlchemyError:
+        principal = None
     return f"key:{principal.name}" if principal is not None else f"addr:{request.remote_addr or 'unknown'}"
 
 
 def _not_limited() -> bool:
     # A request no view answers (404, 405) is not counted, nor a preflight (it carries no key and does no work),
     # nor the platform's health check.
-    endpoint = request.endpoint
-    return endpoint is None or endpoint.startswith("health.") or request.method == "OPTIONS"
+    current = request._get_current_object()  # one context lookup, not one per attribute (the check path)
+    endpoint = current.endpoint
+    return endpoint is None or endpoint.startswith("health.") or current.method == "OPTIONS"
 
 
 class CallerRateLimiter:
@@ -250,18 +250,45 @@ def retry_after_seconds(window_end: float | None) -> int:
 # --- headers ------------------------------------------------------------------------------------------------
 
 
-def secure_headers(response, vary_origin_on: tuple[str, ...] = ()):
-    headers = response.headers
-    present = {name.lower() for name, _ in headers}  # one pass: a miss in Headers costs an exception per name
-    for lower, name, value in DEFAULT_HEADERS:
-        if lower not in present:
-            headers.add(name, value)
+class SecureHeaders:
+    """WSGI middleware: adds the headers above to every answer that did not set its own, as it starts.
+
+    Every answer passes here, errors included, whatever answered it. Not an after-request hook: there each
+    header went through werkzeug's Headers twice (added, then copied for the answer), and the hook through
+    Flask's per-request dispatch, about 6 µs of a check; here the answer's header list is extended once.
+    """
+
+    def __init__(self, app, vary_origin_on: tuple[str, ...] = ()):
+        self.app = app
+        self.vary_origin_on = vary_origin_on  # paths whose CORS headers depend on the Origin asked from
+
+    def __call__(self, environ, start_response):
+        def start_with_secure_headers(status, headers, exc_info=None):
+            add_secure_headers(headers, environ, self.vary_origin_on)
+            return start_response(status, headers, exc_info)
+
+        return self.app(environ, start_with_secure_headers)
+
+
+def add_secure_headers(headers: list[tuple[str, str]], environ: dict, vary_origin_on: tuple[str, ...] = ()) -> None:
+    present = {name.lower(): value for name, value in headers}
+    headers.extend((name, value) for lower, name, value in DEFAULT_HEADERS if lower not in present)
     # An HTML page (the docs) sets the policy its scripts and styles need; all else is data and may load nothing.
     if "content-security-policy" not in present:
-        is_page = response.mimetype == "text/html" and request.method != "OPTIONS"
-        headers.add("Content-Security-Policy", PAGE_FALLBACK_CSP if is_page else API_CSP)
-    if request.is_secure and "strict-transport-security" not in present:
-        headers.add("Strict-Transport-Security", HSTS)
-    if vary_origin_on and request.path in vary_origin_on:
-        response.vary.add("Origin")  # the CORS headers depend on the Origin asked from: no cache may mix them
-    return response
+        mimetype = present.get("content-type", "").split(";", 1)[0].strip().lower()
+        is_page = mimetype == "text/html" and environ.get("REQUEST_METHOD") != "OPTIONS"
+        headers.append(("Content-Security-Policy", PAGE_FALLBACK_CSP if is_page else API_CSP))
+    if environ.get("wsgi.url_scheme") in ("https", "wss") and "strict-transport-security" not in present:
+        headers.append(("Strict-Transport-Security", HSTS))
+    if vary_origin_on and "/" + environ.get("PATH_INFO", "").lstrip("/") in vary_origin_on:
+        _vary_on_origin(headers)  # the CORS headers depend on the Origin asked from: no cache may mix them
+
+
+def _vary_on_origin(headers: list[tuple[str, str]]) -> None:
+    for i, (name, value) in enumerate(headers):
+        if name.lower() == "vary":
+            if "origin" in {part.strip().lower() for part in value.split(",")}:
+                return
+            headers[i] = (name, f"{value}, Origin" if value.strip() else "Origin")
+            return
+    headers.append(("Vary", "Origin"))

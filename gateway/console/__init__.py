@@ -13,6 +13,7 @@ Every form that changes something carries a CSRF token (Flask-WTF), checked befo
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from urllib.parse import urlsplit
 
@@ -61,14 +62,31 @@ def init_app(app: Flask, config: GateConfig) -> None:
         WTF_CSRF_CHECK_DEFAULT=False,  # only the console's views are checked: the API takes no cookies
         WTF_CSRF_TIME_LIMIT=None,  # the token lives as long as the session
     )
-    csrf.init_app(app)
-    login_manager.init_app(app)
+    with _console_scoped_hooks(app):
+        csrf.init_app(app)
+        login_manager.init_app(app)
     login_manager.login_view = "console.sign_in"
     login_manager.login_message = "Sign in to open the console."
     login_manager.login_message_category = "info"
     login_manager.session_protection = "basic"
     app.register_blueprint(bp)
     app.register_error_handler(CSRFError, _csrf_refused)
+
+
+@contextmanager
+def _console_scoped_hooks(app: Flask):
+    """The request hooks that extensions set up inside the block add to every request run on the console's only.
+
+    Flask-WTF's check (a no-op here: WTF_CSRF_CHECK_DEFAULT is off, `_guard` checks the console's forms) and
+    Flask-Login's remember-cookie update matter only where there are sessions, and only the console has them;
+    Flask calls every app-wide hook on every API request, a cost on the check path for nothing.
+    """
+    app_wide = [(hooks, list(hooks.get(None, ()))) for hooks in (app.before_request_funcs, app.after_request_funcs)]
+    yield
+    for hooks, before in app_wide:
+        added = [hook for hook in hooks.get(None, ()) if hook not in before]
+        hooks[None] = before
+        hooks.setdefault(bp.name, []).extend(added)
 
 
 @login_manager.user_loader
