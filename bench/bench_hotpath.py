@@ -14,7 +14,9 @@ What it does:
 3. waits for every gate worker to build its in-process view of the mirror, and reads each worker's memory;
 4. drives both with wrk (bench/hotpath.lua: a POST body per request, cycling over --addresses recipients, and the
    bearer header), alternately: bare, gate, bare, gate, ...; prints req/s and p99 per round and the ratios;
-5. writes bench/results/hotpath.json.
+5. then drives both again, alternately, at the same offered load (--paced-share of the gate's full-speed
+   req/s: each connection waits between requests), and compares their p99 there, below saturation;
+6. writes bench/results/hotpath.json.
 
 The recipients are not in the mirror (allowed: the common case), except with --unsubscribed-every N, where every
 Nth is (denied: those checks write their blocked-send row before answering).
@@ -82,6 +84,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--rate-limit", default="off",
                    help="GATEWAY_RATE_LIMIT for the gate (default off, as in bench_checks.py: one key sends the whole load; "
                         "e.g. 1000000/minute to measure the limiter counting in-process)")
+    p.add_argument("--paced-share", type=float, default=0.5,
+                   help="the paced rounds offer both servers this share of the gate's full-speed req/s (default 0.5)")
     p.add_argument("--database-url", help="a PostgreSQL database to use (default: SQLite in a temp dir); "
                                           "its mirror is replaced")
     p.add_argument("--output", type=Path, default=BENCH / "results" / "hotpath.json")
@@ -199,12 +203,15 @@ def wait_for_views(procs: Processes, port: int, workers: int, expected: int) -> 
 
 
 # ---------------------------------------------------------------------- wrk
-def run_wrk(wrk: str, port: int, args: argparse.Namespace, seconds: int, server: subprocess.Popen) -> dict:
+def run_wrk(wrk: str, port: int, args: argparse.Namespace, seconds: int, server: subprocess.Popen,
+            delay_ms: float = 0.0) -> dict:
     """One wrk round; with the server's CPU seconds per request (master and workers), a figure the other
-    tenants of a busy machine disturb less than requests per second."""
+    tenants of a busy machine disturb less than requests per second. `delay_ms`: each connection waits that
+    long between requests (a fixed offered load); 0: as fast as the server answers."""
     argv = [wrk, "-t", str(args.threads), "-c", str(args.connections), "-d", f"{seconds}s", "--latency",
             "-s", str(LUA), f"http://127.0.0.1:{port}{ENDPOINT}"]
-    env = {**os.environ, "HOTPATH_KEY": API_KEY, "HOTPATH_ADDRESSES": str(args.addresses)}
+    env = {**os.environ, "HOTPATH_KEY": API_KEY, "HOTPATH_ADDRESSES": str(args.addresses),
+           "HOTPATH_DELAY_MS": f"{delay_ms:g}"}
     pids = process_tree(server.pid)
     cpu_before = sum(cpu_seconds(pids).values())
     done = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=seconds + 60)
@@ -289,9 +296,30 @@ def run(args: argparse.Namespace, procs: Processes, tmp: Path) -> dict:
             if figures["non_2xx"]:
                 raise BenchError(f"{target} answered {figures['non_2xx']} requests with an error:\n{procs.tail(target)}")
 
-    def mean(target, key):
-        values = [r[key] for r in rounds if r["target"] == target]
+    def mean(target, key, of=rounds):
+        values = [r[key] for r in of if r["target"] == target]
         return round(sum(values) / len(values), 3)
+
+    # Latency at the same offered load for both, below saturation: at full speed each p99 is mostly time
+    # queued for a CPU shared with wrk and the other server, which says more about the machine than the app.
+    paced_rps = round(args.paced_share * mean("gate", "rps"))
+    delay_ms = 1000 * args.connections / paced_rps
+    paced = []
+    for index in range(args.rounds):
+        for target in ("bare", "gate"):
+            figures = run_wrk(wrk, ports[target], args, args.duration, servers[target], delay_ms=delay_ms)
+            paced.append({"round": index + 1, "target": target, **figures})
+            print(f"paced round {index + 1} {target} (offered {paced_rps} req/s): {figures['rps']} req/s, "
+                  f"p50 {figures['p50_ms']} ms, p99 {figures['p99_ms']} ms", flush=True)
+            if figures["non_2xx"]:
+                raise BenchError(f"{target} answered {figures['non_2xx']} requests with an error:\n{procs.tail(target)}")
+    at_same_load = {"offered_rps": paced_rps, "delay_ms": round(delay_ms, 2),
+                    **{t: {"rps": mean(t, "rps", paced), "p50_ms": mean(t, "p50_ms", paced),
+                           "p99_ms": mean(t, "p99_ms", paced)} for t in ("bare", "gate")}}
+    at_same_load["p99_ratio"] = ratio(at_same_load["gate"]["p99_ms"], at_same_load["bare"]["p99_ms"])
+    at_same_load["p99_ratio_per_round"] = [
+        ratio(*(next(r["p99_ms"] for r in paced if r["round"] == index + 1 and r["target"] == t)
+                for t in ("gate", "bare"))) for index in range(args.rounds)]
 
     totals = {t: {"rps": mean(t, "rps"), "p50_ms": mean(t, "p50_ms"), "p99_ms": mean(t, "p99_ms"),
                   "cpu_ms_per_request": mean(t, "cpu_ms_per_request")} for t in ("bare", "gate")}
@@ -309,7 +337,7 @@ def run(args: argparse.Namespace, procs: Processes, tmp: Path) -> dict:
     meta["finished_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     meta["logs"] = str(procs.log_dir)
     return {"meta": meta, "mirror": loaded, "view": view, "memory": memory, "rounds": rounds, "totals": totals,
-            "ratio_gate_over_bare": ratios,
+            "ratio_gate_over_bare": ratios, "paced_rounds": paced, "at_same_load": at_same_load,
             "goal": {"rps_ratio_at_least": 0.6, "p99_ratio_at_most": 2.0}}
 
 
@@ -321,6 +349,9 @@ def table(results: dict) -> str:
           f"{t[name]['cpu_ms_per_request']:>12.3f}" for name in ("bare", "gate")),
         f"gate/bare: req/s {r['rps']} (goal >= 0.6), p99 {r['p99']} (goal <= 2.0); per round (req/s, p99): "
         f"{[(p['rps'], p['p99']) for p in r['per_round']]}",
+        f"at the same offered load ({results['at_same_load']['offered_rps']} req/s each): p99 bare "
+        f"{results['at_same_load']['bare']['p99_ms']} ms, gate {results['at_same_load']['gate']['p99_ms']} ms, "
+        f"ratio {results['at_same_load']['p99_ratio']} (per round {results['at_same_load']['p99_ratio_per_round']})",
         f"CPU per request, bare/gate: {r['cpu_per_request_bare_over_gate']} (load average after the run: "
         f"{results['meta']['loadavg_after']})",
         f"mirror view: {v['addresses']} addresses in {v['mb']} MiB per worker (goal <= 32 MiB); "

@@ -16,3 +16,13 @@ request = function()
   next_index = next_index + 1
   return wrk.format(nil, nil, nil, '{"client":"outlook","to":["person' .. i .. '@example.com"]}')
 end
+
+-- With HOTPATH_DELAY_MS each connection waits that long between requests: a fixed offered load
+-- (connections x 1000 / delay requests a second) rather than as fast as the server answers, so both
+-- servers' latency is compared at the same load, below saturation.
+local delay_ms = tonumber(os.getenv("HOTPATH_DELAY_MS") or "0")
+if delay_ms > 0 then
+  delay = function()
+    return delay_ms
+  end
+end
