@@ -318,3 +318,31 @@ def test_a_worker_stopped_mid_walk_resumes_at_its_next_id(make_gate, simulator, 
     # Resumed at its next id, not from 1: the rest of the 5 batches of ids 1-1,500, and 3 empty past them.
     assert lead_calls(timed) - calls_before == 5 - (walk["next_id"] - 1) // 300 + 3
     assert len(timed.export_history()) <= 2  # and the newest windows were not exported again
+
+
+def test_a_walk_cut_by_a_marketo_outage_resumes_at_its_next_id_once_marketo_answers(make_gate, simulator, timed,
+                                                                                      store):
+    for i in range(60, 1500):
+        timed.add_lead(f"more{i}@example.com", unsubscribed=(i % 7 == 0), created_at=NOW - timedelta(days=1))
+    app = load_gate(make_gate, simulator)
+    first = walking_syncer(app, walk_calls_per_second=5.0)  # slow enough for the outage to land mid-walk
+
+    def outage_mid_walk():
+        wait_for(lambda: any(step.get("next_id", 1) > 300 for step in store.sync.status().load_plan or ()),
+                 what="the walk to pass id 300")
+        timed.inject_fault(http_status=503)  # every call, until cleared
+
+    breaker = threading.Thread(target=outage_mid_walk, daemon=True)
+    breaker.start()
+    report = first.run_once()
+    breaker.join(timeout=10)
+    assert report.error is not None and report.error.startswith("Marketo")
+    walk = next(step for step in store.sync.status().load_plan if "ids_to" in step)
+    assert walk["rows"] is None and 300 < walk["next_id"] <= 1501
+    assert store.sync.status().load_status == "loading"
+    timed.clear_faults()
+    assert store.circuit.close()  # as another process's answered probe does: the breaker follows within a second
+    calls_before = lead_calls(timed)
+    wait_for(lambda: walking_syncer(app).run_once().error is None, what="the load to finish once Marketo answers")
+    assert mirror_emails(store) == simulator_truth(timed)
+    assert lead_calls(timed) - calls_before == 5 - (walk["next_id"] - 1) // 300 + 3
