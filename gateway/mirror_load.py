@@ -72,6 +72,11 @@ class LoadProgress:
         return 100.0 * self.jobs_done / self.jobs_total if self.jobs_total else 100.0
 
 
+def in_flight(step: dict) -> bool:
+    """An export job created in Marketo whose rows are not yet in the mirror."""
+    return step["rows"] is None and bool(step.get("export_id"))
+
+
 def load_progress(status: SyncStatus, now: datetime) -> LoadProgress | None:
     """The load's progress from the saved plan; None when no load has been planned."""
     plan = status.load_plan
@@ -79,7 +84,7 @@ def load_progress(status: SyncStatus, now: datetime) -> LoadProgress | None:
         return None
     jobs = [step for step in plan if "ids_to" not in step]
     done = [step for step in jobs if step.get("rows") is not None]
-    in_flight = sum(1 for step in jobs if step.get("rows") is None and step.get("export_id"))
+    jobs_in_flight = sum(1 for step in jobs if in_flight(step))
     finished_at = status.load_finished_at if status.load_status == "complete" else None
     elapsed = max(((finished_at or now) - status.load_started_at).total_seconds(), 0.0)
     jobs_done, jobs_total, rows = len(done), len(jobs), sum(step["rows"] for step in done)
@@ -97,7 +102,7 @@ def load_progress(status: SyncStatus, now: datetime) -> LoadProgress | None:
         eta = 0.0 if not left else (elapsed / jobs_done * left if jobs_done else None)
     return LoadProgress(
         source=status.load_source or WINDOWS_SOURCE, jobs_total=jobs_total, jobs_done=jobs_done,
-        jobs_in_flight=in_flight, rows=rows, elapsed_seconds=elapsed, eta_seconds=eta,
+        jobs_in_flight=jobs_in_flight, rows=rows, elapsed_seconds=elapsed, eta_seconds=eta,
     )
 
 
@@ -172,18 +177,18 @@ class FullLoad:
 
     # export jobs ---------------------------------------------------------------------------------------------
     def _start_jobs(self, plan: list[dict]) -> None:
-        in_flight = sum(1 for step in plan if step["rows"] is None and step.get("export_id"))
+        running = sum(1 for step in plan if in_flight(step))
         waiting = [step for step in plan if step["rows"] is None and not step.get("export_id") and "ids_to" not in step]
         limit = self.max_jobs
         if self.source == UNDECIDED_SOURCE:  # only the newest windows, until one of them names the newest lead
             waiting, limit = waiting[::-1], min(limit, FRONTIER_JOBS)
         for step in waiting:
-            if in_flight >= limit:
+            if running >= limit:
                 return
             step["export_id"] = self._create(step)
             step["queued"] = 1 + max((other.get("queued", 0) for other in plan), default=0)
             self._save(plan)
-            in_flight += 1
+            running += 1
             if not self._enqueue(step["export_id"]):
                 return
 
@@ -205,8 +210,7 @@ class FullLoad:
 
     def _poll(self, plan: list[dict], report) -> list[dict]:
         """Polls the jobs in flight in the order they were queued; the plan, changed when the load chose its way."""
-        in_flight = [step for step in plan if step["rows"] is None and step.get("export_id")]
-        for step in sorted(in_flight, key=lambda step: step.get("queued", 0)):
+        for step in sorted(filter(in_flight, plan), key=lambda step: step.get("queued", 0)):
             if not any(step is kept for kept in plan):
                 continue  # dropped by the choice to walk the ids
             status = self.marketo.lead_export_status(step["export_id"]).get("status")
